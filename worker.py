@@ -1,0 +1,158 @@
+"""raftline worker: the pipeline workflow, the built-in activities and user modules.
+
+python worker.py [--task-queue Q] [--activities MODULE ...] [--max-activities N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import Callable, Sequence
+from datetime import timedelta
+from typing import Any
+
+import structlog
+from temporalio.client import Client
+from temporalio.worker import Worker
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
+
+from activities.registry import ModuleError, activity_name, collect
+from workflows.client import TemporalUnreachable, connect, task_queue
+from workflows.pipeline import VerifiedPipeline
+
+log = structlog.get_logger("raftline.worker")
+
+
+def configure_logging(json_logs: bool = True, level: int = logging.INFO) -> None:
+    """structlog for our own logs and the SDK's stdlib logs alike, JSON by default."""
+    renderer: Any = (
+        structlog.processors.JSONRenderer(default=str)
+        if json_logs
+        else structlog.dev.ConsoleRenderer(colors=False)
+    )
+    shared: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.stdlib.add_log_level,
+        structlog.stdlib.add_logger_name,
+        structlog.processors.TimeStamper(fmt="iso"),
+        _lift_raftline_fields,
+    ]
+    structlog.configure(
+        processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        cache_logger_on_first_use=True,
+    )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(foreign_pre_chain=shared, processor=renderer)
+    )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+
+
+def _lift_raftline_fields(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
+    """Workflow logs carry their fields in `extra={"raftline": {...}}`: make them top-level."""
+    record = event.get("_record")
+    fields = getattr(record, "raftline", None)
+    if isinstance(fields, dict):
+        event.update({k: v for k, v in fields.items() if v is not None})
+        wf = getattr(record, "temporal_workflow", None)
+        if isinstance(wf, dict):
+            event["workflow_id"] = wf.get("workflow_id")
+            event["run_id"] = wf.get("run_id")
+    return event
+
+
+# Workflow logs go through structlog's stdlib formatter, which imports lazily: let the
+# sandbox reuse the already-loaded modules instead of re-importing them restricted.
+WORKFLOW_RUNNER = SandboxedWorkflowRunner(
+    restrictions=SandboxRestrictions.default.with_passthrough_modules(
+        "structlog", "rich", "pydantic", "yaml"
+    )
+)
+
+
+def build_worker(
+    client: Client,
+    queue: str | None = None,
+    activities: Sequence[Callable[..., Any]] | None = None,
+    max_activities: int = 100,
+    max_workflow_tasks: int = 100,
+) -> Worker:
+    acts = list(activities) if activities is not None else collect()
+    return Worker(
+        client,
+        task_queue=queue or task_queue(),
+        workflows=[VerifiedPipeline],
+        workflow_runner=WORKFLOW_RUNNER,
+        activities=acts,
+        max_concurrent_activities=max_activities,
+        max_concurrent_workflow_tasks=max_workflow_tasks,
+        graceful_shutdown_timeout=timedelta(seconds=10),
+    )
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="raftline-worker", description=__doc__.splitlines()[0])
+    p.add_argument("--task-queue", default=None, help="default: $RAFTLINE_TASK_QUEUE or raftline")
+    p.add_argument(
+        "--activities",
+        nargs="*",
+        default=[],
+        metavar="MODULE",
+        help="Python modules whose @activity.defn functions to register",
+    )
+    p.add_argument("--max-activities", type=int, default=100, help="concurrent activities")
+    p.add_argument("--max-workflow-tasks", type=int, default=100, help="concurrent workflow tasks")
+    p.add_argument("--address", default=None, help="default: $TEMPORAL_ADDRESS or localhost:7233")
+    p.add_argument("--plain-logs", action="store_true", help="human-readable logs, not JSON")
+    return p.parse_args(argv)
+
+
+async def serve(args: argparse.Namespace) -> int:
+    try:
+        acts = collect(args.activities)
+    except ModuleError as exc:
+        print(f"raftline-worker: {exc}", file=sys.stderr)
+        return 2
+    if args.max_activities < 1 or args.max_workflow_tasks < 1:
+        print("raftline-worker: concurrency limits must be at least 1", file=sys.stderr)
+        return 2
+    try:
+        client = await connect(args.address)
+    except TemporalUnreachable as exc:
+        print(f"raftline-worker: {exc}", file=sys.stderr)
+        return 3
+    worker = build_worker(
+        client, args.task_queue, acts, args.max_activities, args.max_workflow_tasks
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    log.info(
+        "worker started",
+        task_queue=args.task_queue or task_queue(),
+        namespace=client.namespace,
+        activities=sorted(activity_name(a) for a in acts),
+    )
+    async with worker:
+        await stop.wait()
+        log.info("worker stopping: finishing in-flight tasks")
+    log.info("worker stopped")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    configure_logging(json_logs=not args.plain_logs)
+    return asyncio.run(serve(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

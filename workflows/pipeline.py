@@ -1,0 +1,619 @@
+"""The VerifiedPipeline workflow: run a step, verify it, commit it, or roll back and retry.
+
+Deterministic code only: time from workflow.now(), no I/O. Activities are called by
+name, so user steps plug in without touching this file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from datetime import timedelta
+from typing import Any
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy, SearchAttributeKey
+from temporalio.exceptions import ActivityError, ApplicationError, is_cancelled_exception
+
+with workflow.unsafe.imports_passed_through():
+    from workflows.models import (
+        ActivityRetry,
+        BreakerState,
+        Checkpoint,
+        CommittedRef,
+        CompensationInput,
+        CompensationOutcome,
+        Criticality,
+        ErrorClass,
+        EventType,
+        JudgeSpec,
+        PipelineSpec,
+        RunInput,
+        RunResult,
+        RunStatus,
+        StatusView,
+        StepInput,
+        StepOutput,
+        StepSpec,
+        Task,
+        TraceEvent,
+        Usage,
+        Verdict,
+        VerifyInput,
+    )
+
+WORKFLOW_NAME = "VerifiedPipeline"
+RULES_ACTIVITY = "raftline.rules"
+
+RAFT_STATUS = SearchAttributeKey.for_keyword("RaftStatus")
+RAFT_STEP = SearchAttributeKey.for_keyword("RaftStep")
+RAFT_PIPELINE = SearchAttributeKey.for_keyword("RaftPipeline")
+RAFT_ROLLBACKS = SearchAttributeKey.for_int("RaftRollbacks")
+SEARCH_ATTRIBUTES = (RAFT_STATUS, RAFT_STEP, RAFT_PIPELINE, RAFT_ROLLBACKS)
+
+# Why a class-hint fallback lives here too: the workflow must not import verifiers
+# (they may change between deployments); the hint text arrives in each verdict.
+DEFAULT_MIN_CONFIDENCE = 0.6
+
+
+class RunEnded(Exception):
+    """The run cannot finish: compensate what was committed and report why."""
+
+    def __init__(self, reason: str, step: str | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.step = step
+
+
+def sha256(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def retry_policy(r: ActivityRetry) -> RetryPolicy:
+    return RetryPolicy(
+        initial_interval=timedelta(seconds=r.initial_interval_s),
+        backoff_coefficient=r.backoff,
+        maximum_interval=timedelta(seconds=r.max_interval_s),
+        maximum_attempts=r.max_attempts,
+    )
+
+
+def error_message(err: BaseException) -> str:
+    cause = err.cause if isinstance(err, ActivityError) and err.cause else err
+    return str(cause) or type(cause).__name__
+
+
+@workflow.defn(name=WORKFLOW_NAME)
+class VerifiedPipeline:
+    def __init__(self) -> None:
+        self._status = RunStatus.RUNNING
+        self._step: str | None = None
+        self._attempt_no = 0
+        self._checkpoints: list[Checkpoint] = []
+        self._trace: list[TraceEvent] = []
+        self._breaker = BreakerState()
+        self._usage = Usage()
+        self._calls = 0
+        self._rollbacks = 0
+        self._retries = 0
+        self._verdicts = 0
+        self._compensations: list[CompensationOutcome] = []
+        self._inp: RunInput | None = None
+
+    # ------------------------------------------------------------ the process
+
+    @workflow.run
+    async def run(self, inp: RunInput) -> RunResult:
+        self._inp = inp
+        self._set_status(RunStatus.RUNNING)
+        self._event(EventType.RUN_STARTED, message=f"{len(inp.spec.steps)} steps")
+        try:
+            for step in inp.spec.steps:
+                await self._complete_step(step)
+        except RunEnded as end:
+            await self._compensate()
+            compensated = self._compensations and all(c.ok for c in self._compensations)
+            status = RunStatus.COMPENSATED if compensated else RunStatus.FAILED
+            result = self._end(status, EventType.RUN_FAILED, end.reason, end.step)
+            raise ApplicationError(
+                f"{status.value}: {end.reason}",
+                result,
+                type="PipelineFailed",
+                non_retryable=True,
+            ) from None
+        except asyncio.CancelledError:
+            await self._compensate()
+            self._end(RunStatus.CANCELED, EventType.RUN_CANCELED, "run canceled", self._step)
+            raise
+        return self._end(RunStatus.COMPLETED, EventType.RUN_COMPLETED, "all steps verified")
+
+    async def _complete_step(self, step: StepSpec) -> None:
+        """Attempt the step until a verified output is committed or its budget is spent."""
+        spec = self._spec
+        budget = spec.retries(step)
+        hint: str | None = None
+        error_class: ErrorClass | None = None
+        for attempt in range(budget + 1):
+            if attempt:
+                self._retries += 1
+                self._event(EventType.RETRY, step.name, attempt, hint=hint)
+            await self._breaker_gate(step.name)
+            output, verdict = await self._attempt(step, attempt, hint, error_class)
+            if output is not None and verdict.passed:
+                self._commit(step, output, verdict, attempt)
+                return
+            self._rollback(step, attempt, verdict)
+            error_class = verdict.error_class or ErrorClass.STEP_ERROR
+            hint = verdict.hint
+        raise RunEnded(
+            f"step {step.name!r} spent its retry budget ({budget} retries); "
+            f"last failure {error_class}: {verdict.reason}",
+            step.name,
+        )
+
+    async def _attempt(
+        self, step: StepSpec, attempt: int, hint: str | None, error_class: ErrorClass | None
+    ) -> tuple[StepOutput | None, Verdict]:
+        self._step, self._attempt_no = step.name, attempt
+        self._upsert(RAFT_STEP.value_set(step.name))
+        refs = self._refs()
+        self._check_budget(step.name)
+        self._event(EventType.STEP_STARTED, step.name, attempt, inputs=refs)
+        policy = self._spec.policy
+        try:
+            output = await workflow.execute_activity(
+                step.activity,
+                StepInput(
+                    workflow_id=workflow.info().workflow_id,
+                    pipeline=self._spec.name,
+                    step=step.name,
+                    goal=step.goal,
+                    task=self._task,
+                    params=step.params,
+                    committed=self._committed(),
+                    committed_refs=refs,
+                    attempt=attempt,
+                    hint=hint,
+                    error_class=error_class,
+                    idempotency_key=f"{workflow.info().workflow_id}/{step.name}/{attempt}",
+                ),
+                result_type=StepOutput,
+                start_to_close_timeout=timedelta(seconds=step.timeout_s or policy.step_timeout_s),
+                retry_policy=retry_policy(policy.activity_retry),
+                task_queue=step.task_queue,
+                activity_id=f"{step.name}-{attempt}",
+                summary=f"step {step.name} · attempt {attempt}",
+            )
+        except ActivityError as err:
+            if is_cancelled_exception(err):
+                raise
+            return None, self._step_error(step, attempt, err)
+        self._add_usage(output.usage)
+        self._event(EventType.OUTPUT, step.name, attempt, sha256=sha256(output.text))
+        verdict = await self._verify(step, output, attempt, refs)
+        self._verdicts += 1
+        self._event(EventType.VERDICT, step.name, attempt, verdict=verdict, inputs=refs)
+        return output, verdict
+
+    def _step_error(self, step: StepSpec, attempt: int, err: ActivityError) -> Verdict:
+        message = error_message(err)
+        if isinstance(err.cause, ApplicationError) and err.cause.non_retryable:
+            self._event(EventType.STEP_ERROR, step.name, attempt, message=message)
+            raise RunEnded(
+                f"step {step.name!r} failed with a non-retryable error: {message}", step.name
+            )
+        verdict = Verdict(
+            passed=False,
+            error_class=ErrorClass.STEP_ERROR,
+            reason=message,
+            hint=f"The previous attempt failed with an error: {message}",
+            tier="L0",
+            verifier="temporal",
+        )
+        self._verdicts += 1
+        self._event(EventType.STEP_ERROR, step.name, attempt, verdict=verdict, message=message)
+        return verdict
+
+    # ------------------------------------------------------------ verification
+
+    async def _verify(
+        self, step: StepSpec, output: StepOutput, attempt: int, refs: list[CommittedRef]
+    ) -> Verdict:
+        """L1 rules always; then by criticality one judge (L2/L3) or a quorum."""
+        base = VerifyInput(
+            workflow_id=workflow.info().workflow_id,
+            step=step,
+            task=self._task,
+            output=output,
+            committed=self._committed(),
+            committed_refs=refs,
+            attempt=attempt,
+        )
+        rules = await workflow.execute_local_activity(
+            RULES_ACTIVITY,
+            base,
+            result_type=Verdict,
+            start_to_close_timeout=timedelta(seconds=30),
+        )
+        criticality = self._spec.criticality(step)
+        if not rules.passed or criticality is Criticality.LOW:
+            return rules
+        tier = "L2" if criticality is Criticality.MEDIUM else "L3"
+        vspec = self._spec.verifier(step)
+        if vspec is not None and vspec.quorum is not None:
+            return await self._quorum(step, base, tier, vspec.quorum.judges, vspec.quorum.require)
+        judge = vspec.judge if vspec is not None and vspec.judge is not None else JudgeSpec()
+        verdict = await self._judge(step, base, tier, judge, 0)
+        # A hesitant small judge hands the decision up to the large one.
+        threshold = float(judge.params.get("min_confidence", DEFAULT_MIN_CONFIDENCE))
+        if (
+            tier == "L2"
+            and verdict.passed
+            and not verdict.degraded
+            and (verdict.confidence < threshold)
+        ):
+            self._event(
+                EventType.VERDICT,
+                step.name,
+                attempt,
+                verdict=verdict,
+                message=f"confidence {verdict.confidence} < {threshold}: escalating to L3",
+            )
+            verdict = await self._judge(step, base, "L3", judge, 1)
+        return verdict
+
+    async def _judge(
+        self, step: StepSpec, base: VerifyInput, tier: str, judge: JudgeSpec, index: int
+    ) -> Verdict:
+        self._check_budget(step.name)
+        vin = base.model_copy(update={"tier": tier, "params": judge.params})
+        try:
+            verdict = await workflow.execute_activity(
+                judge.activity,
+                vin,
+                result_type=Verdict,
+                start_to_close_timeout=timedelta(seconds=120),
+                retry_policy=retry_policy(self._spec.policy.activity_retry),
+                task_queue=judge.task_queue,
+                activity_id=f"{step.name}-{base.attempt}-judge-{tier}-{index}",
+                summary=f"judge {step.name} · attempt {base.attempt} · {tier}",
+            )
+        except ActivityError as err:
+            if is_cancelled_exception(err):
+                raise
+            # The judge, not the step, failed: say so rather than blame the output.
+            return Verdict(
+                passed=True,
+                degraded=True,
+                tier=tier,
+                verifier=judge.activity,
+                reason=f"judge unavailable ({error_message(err)}): checked by rules only",
+            )
+        self._add_usage(verdict.usage)
+        return verdict
+
+    async def _quorum(
+        self, step: StepSpec, base: VerifyInput, tier: str, judges: list[JudgeSpec], require: int
+    ) -> Verdict:
+        verdicts = await asyncio.gather(
+            *(self._judge(step, base, tier, j, i) for i, j in enumerate(judges))
+        )
+        voting = [v for v in verdicts if not v.degraded]
+        passes = sum(v.passed for v in voting)
+        names = ",".join(v.verifier for v in verdicts)
+        usage = sum((v.usage for v in verdicts), Usage())
+        failed = next((v for v in voting if not v.passed), None)
+        if passes >= require:
+            return Verdict(
+                passed=True,
+                tier=tier,
+                verifier=f"quorum[{names}]",
+                reason=f"{passes}/{len(judges)} judges passed (require {require})",
+                confidence=min(v.confidence for v in voting),
+                usage=usage,
+            )
+        if failed is not None:
+            return failed.model_copy(
+                update={
+                    "verifier": f"quorum[{names}]",
+                    "reason": f"{passes}/{len(judges)} passed (require {require}); "
+                    f"{failed.verifier}: {failed.reason}",
+                    "usage": usage,
+                }
+            )
+        # Too few judges answered to decide: rules only, and say so.
+        return Verdict(
+            passed=True,
+            degraded=True,
+            tier=tier,
+            verifier=f"quorum[{names}]",
+            reason=f"only {len(voting)} of {len(judges)} judges answered: checked by rules only",
+            usage=usage,
+        )
+
+    # ------------------------------------------------------------ commit and rollback
+
+    def _commit(self, step: StepSpec, output: StepOutput, verdict: Verdict, attempt: int) -> None:
+        seq = len(self._checkpoints) + 1
+        self._checkpoints.append(
+            Checkpoint(
+                seq=seq,
+                step=step.name,
+                output=output.text,
+                sha256=sha256(output.text),
+                verdict=verdict,
+                attempt=attempt,
+                at=workflow.now(),
+                usage=output.usage,
+            )
+        )
+        self._event(
+            EventType.COMMITTED,
+            step.name,
+            attempt,
+            checkpoint_seq=seq,
+            sha256=self._checkpoints[-1].sha256,
+        )
+        if self._breaker.state != "closed":
+            self._event(EventType.BREAKER_CLOSED, step.name, attempt, message="trial passed")
+        self._breaker = BreakerState(trips=self._breaker.trips)
+
+    def _rollback(self, step: StepSpec, attempt: int, verdict: Verdict) -> None:
+        """Discard the output: later steps only ever see the last checkpoint."""
+        self._rollbacks += 1
+        self._upsert(RAFT_ROLLBACKS.value_set(self._rollbacks))
+        last = self._checkpoints[-1].seq if self._checkpoints else 0
+        self._event(
+            EventType.ROLLED_BACK,
+            step.name,
+            attempt,
+            verdict=verdict,
+            checkpoint_seq=last,
+            message=f"{verdict.error_class}: {verdict.reason}",
+        )
+        self._record_failure(step.name, attempt)
+
+    # ------------------------------------------------------------ circuit breaker
+
+    def _record_failure(self, step: str, attempt: int) -> None:
+        b = self._breaker
+        policy = self._spec.policy.breaker
+        if b.state == "half_open":
+            raise RunEnded(f"circuit breaker: the half-open trial of step {step!r} failed", step)
+        b.consecutive_failures += 1
+        if b.consecutive_failures < policy.failure_threshold:
+            return
+        b.state, b.trips = "open", b.trips + 1
+        self._event(
+            EventType.BREAKER_OPEN,
+            step,
+            attempt,
+            message=f"{b.consecutive_failures} consecutive failures (trip {b.trips})",
+        )
+        if b.trips > policy.max_trips:
+            raise RunEnded(
+                f"circuit breaker tripped {b.trips} times (max_trips {policy.max_trips})", step
+            )
+
+    async def _breaker_gate(self, step: str) -> None:
+        """An open breaker waits out its cooldown durably, then lets one trial through."""
+        if self._breaker.state != "open":
+            return
+        self._set_status(RunStatus.BREAKER_OPEN)
+        await workflow.sleep(timedelta(seconds=self._spec.policy.breaker.cooldown_s))
+        self._breaker.state = "half_open"
+        self._set_status(RunStatus.RUNNING)
+        self._event(EventType.BREAKER_HALF_OPEN, step, message="cooldown over: one trial")
+
+    # ------------------------------------------------------------ budget
+
+    def _add_usage(self, usage: Usage) -> None:
+        self._usage += usage
+        self._calls += 1
+
+    def _check_budget(self, step: str) -> None:
+        """Stop before a call that, at the average cost of calls so far, would overspend."""
+        budget = self._spec.policy.budget
+        if budget.max_tokens is None and budget.max_cost_usd is None:
+            return
+        n = max(self._calls, 1)
+        u = self._usage
+        next_tokens = u.tokens + u.tokens / n
+        next_cost = u.cost_usd + u.cost_usd / n
+        over = None
+        if budget.max_tokens is not None and u.tokens and next_tokens > budget.max_tokens:
+            over = f"{u.tokens} tokens used, next call would exceed {budget.max_tokens}"
+        if budget.max_cost_usd is not None and u.cost_usd and next_cost > budget.max_cost_usd:
+            over = f"${u.cost_usd:.4f} spent, next call would exceed ${budget.max_cost_usd}"
+        if over:
+            self._event(EventType.BUDGET_EXCEEDED, step, self._attempt_no, message=over)
+            raise RunEnded(f"budget: {over}", step)
+
+    # ------------------------------------------------------------ saga
+
+    async def _compensate(self) -> None:
+        """Undo committed side effects in reverse order; report every outcome."""
+        todo = [
+            (cp, step)
+            for cp in reversed(self._checkpoints)
+            if (step := self._spec_step(cp.step)).compensation
+        ]
+        if not todo:
+            return
+        self._set_status(RunStatus.COMPENSATING)
+        for cp, step in todo:
+            assert step.compensation is not None
+            self._event(
+                EventType.COMPENSATION_STARTED,
+                step.name,
+                cp.attempt,
+                checkpoint_seq=cp.seq,
+                message=step.compensation,
+            )
+            try:
+                await workflow.execute_activity(
+                    step.compensation,
+                    CompensationInput(
+                        workflow_id=workflow.info().workflow_id,
+                        step=step.name,
+                        output=cp.output,
+                        params=step.compensation_params,
+                        idempotency_key=f"{workflow.info().workflow_id}/{step.name}/compensate",
+                    ),
+                    start_to_close_timeout=timedelta(seconds=step.timeout_s or 60),
+                    retry_policy=retry_policy(self._spec.policy.compensation_retry),
+                    task_queue=step.task_queue,
+                    activity_id=f"{step.name}-compensate",
+                    summary=f"compensate {step.name} · {step.compensation}",
+                )
+            except ActivityError as err:
+                message = error_message(err)
+                self._compensations.append(
+                    CompensationOutcome(
+                        step=step.name,
+                        activity=step.compensation,
+                        ok=False,
+                        error=message,
+                        at=workflow.now(),
+                    )
+                )
+                self._event(
+                    EventType.COMPENSATION_FAILED,
+                    step.name,
+                    cp.attempt,
+                    checkpoint_seq=cp.seq,
+                    message=message,
+                )
+                continue
+            self._compensations.append(
+                CompensationOutcome(
+                    step=step.name, activity=step.compensation, ok=True, at=workflow.now()
+                )
+            )
+            self._event(
+                EventType.COMPENSATED,
+                step.name,
+                cp.attempt,
+                checkpoint_seq=cp.seq,
+                message=step.compensation,
+            )
+
+    # ------------------------------------------------------------ queries
+
+    @workflow.query
+    def status(self) -> StatusView:
+        return StatusView(
+            workflow_id=workflow.info().workflow_id,
+            pipeline=self._spec.name,
+            status=self._status,
+            current_step=self._step,
+            attempt=self._attempt_no,
+            steps_total=len(self._spec.steps),
+            verified=len(self._checkpoints),
+            breaker=self._breaker,
+            checkpoints=self._refs(),
+            usage=self._usage,
+        )
+
+    @workflow.query
+    def checkpoints(self) -> list[Checkpoint]:
+        return self._checkpoints
+
+    @workflow.query
+    def trace(self, after: int = 0) -> list[TraceEvent]:
+        """Events with seq > after, so a follower can resume where it stopped."""
+        return self._trace[after:]
+
+    @workflow.query
+    def result(self) -> RunResult:
+        return self._result(None)
+
+    # ------------------------------------------------------------ bookkeeping
+
+    @property
+    def _spec(self) -> PipelineSpec:
+        assert self._inp is not None
+        return self._inp.spec
+
+    @property
+    def _task(self) -> Task:
+        assert self._inp is not None
+        return self._inp.task
+
+    def _spec_step(self, name: str) -> StepSpec:
+        return next(s for s in self._spec.steps if s.name == name)
+
+    def _committed(self) -> dict[str, str]:
+        return {cp.step: cp.output for cp in self._checkpoints}
+
+    def _refs(self) -> list[CommittedRef]:
+        return [CommittedRef(seq=c.seq, step=c.step, sha256=c.sha256) for c in self._checkpoints]
+
+    def _event(
+        self, type_: EventType, step: str | None = None, attempt: int | None = None, **kw: Any
+    ) -> None:
+        event = TraceEvent(
+            seq=len(self._trace) + 1,
+            type=type_,
+            step=step,
+            attempt=attempt,
+            at=workflow.now(),
+            **kw,
+        )
+        self._trace.append(event)
+        verdict = event.verdict
+        workflow.logger.info(
+            type_.value,
+            extra={
+                "raftline": {
+                    "event": type_.value,
+                    "seq": event.seq,
+                    "step": step,
+                    "attempt": attempt,
+                    "checkpoint_seq": event.checkpoint_seq,
+                    "error_class": verdict.error_class if verdict else None,
+                    "tier": verdict.tier if verdict else None,
+                    "verifier": verdict.verifier if verdict else None,
+                    "message": event.message or (verdict.reason if verdict else ""),
+                }
+            },
+        )
+
+    def _set_status(self, status: RunStatus) -> None:
+        self._status = status
+        attrs = [RAFT_STATUS.value_set(status.value)]
+        if status is RunStatus.RUNNING and self._inp is not None:
+            attrs.append(RAFT_PIPELINE.value_set(self._spec.name))
+        self._upsert(*attrs)
+
+    def _upsert(self, *updates: Any) -> None:
+        if self._inp is not None and self._inp.search_attributes:
+            workflow.upsert_search_attributes(list(updates))
+
+    def _end(
+        self, status: RunStatus, type_: EventType, reason: str, step: str | None = None
+    ) -> RunResult:
+        self._set_status(status)
+        self._event(type_, step, message=reason)
+        return self._result(None if status is RunStatus.COMPLETED else reason, step)
+
+    def _result(self, error: str | None, failed_step: str | None = None) -> RunResult:
+        return RunResult(
+            workflow_id=workflow.info().workflow_id,
+            pipeline=self._spec.name,
+            status=self._status,
+            success=self._status is RunStatus.COMPLETED,
+            steps_total=len(self._spec.steps),
+            verified=len(self._checkpoints),
+            rollbacks=self._rollbacks,
+            retries=self._retries,
+            verdicts=self._verdicts,
+            breaker_trips=self._breaker.trips,
+            compensations=self._compensations,
+            checkpoints=self._checkpoints,
+            output=self._checkpoints[-1].output if self._checkpoints else None,
+            usage=self._usage,
+            error=error,
+            failed_step=failed_step,
+            trace=self._trace,
+        )

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import os
 import sys
@@ -42,7 +43,6 @@ from workflows.client import (
     TemporalUnreachable,
     connect,
     connect_config,
-    task_queue,
 )
 from workflows.models import (
     EventType,
@@ -139,7 +139,9 @@ class Session:
         if not base:
             return None
         base = base.rstrip("/")
-        return f"{base}/namespaces/{self.namespace}/workflows/{workflow_id}" if workflow_id else base
+        return (
+            f"{base}/namespaces/{self.namespace}/workflows/{workflow_id}" if workflow_id else base
+        )
 
 
 def embedded_db_exists() -> bool:
@@ -270,7 +272,8 @@ def load_spec(path: str, extra_modules: Sequence[str]) -> PipelineSpec:
 async def follow(handle: RunHandle, live: bool) -> RunResult:
     if live:
         async for event in handle.events():
-            print(describe_event(event), flush=True)
+            if event.type is not EventType.OUTPUT:  # the hash is for `trace`, not the live view
+                print(describe_event(event), flush=True)
     return await handle.result()
 
 
@@ -283,8 +286,10 @@ async def start_and_follow(
     want_worker = False if args.detach else (True if args.worker else None)
     async with Session(args, embed=not args.detach and embed, worker=want_worker) as session:
         if args.detach and await session._no_workers():
-            progress(f"note: no worker polls task queue {session.client.task_queue!r}; "
-                     "start one with `raftline-worker` or the run will wait")
+            progress(
+                f"note: no worker polls task queue {session.client.task_queue!r}; "
+                "start one with `raftline-worker` or the run will wait"
+            )
         handle = await session.client.start(spec, task, id=args.id)
         ui = session.ui_url(handle.id)
         if args.detach:
@@ -357,8 +362,10 @@ async def cmd_status(args: argparse.Namespace) -> int:
         if args.json:
             emit_json(view)
             return 0
-        print(f"{view['workflow_id']} ({view['pipeline']}): {view['status']}, "
-              f"{view['verified']} verified")
+        print(
+            f"{view['workflow_id']} ({view['pipeline']}): {view['status']}, "
+            f"{view['verified']} verified"
+        )
         if view.get("current_step"):
             print(f"current step: {view['current_step']} attempt {view.get('attempt', '-')}")
         print(f"breaker: {view['breaker']}")
@@ -414,8 +421,10 @@ async def cmd_list(args: argparse.Namespace) -> int:
         if not rows:
             print("no runs" + (f" with status {args.status}" if args.status else ""))
         for r in rows:
-            print(f"{r['workflow_id']:<40} {r['status']:<13} {r['pipeline'] or '':<20} "
-                  f"step={r['step'] or '-'} rollbacks={r['rollbacks']} {r['started']}")
+            print(
+                f"{r['workflow_id']:<40} {r['status']:<13} {r['pipeline'] or '':<20} "
+                f"step={r['step'] or '-'} rollbacks={r['rollbacks']} {r['started']}"
+            )
         return 0
 
 
@@ -429,11 +438,15 @@ async def cmd_replay(args: argparse.Namespace) -> int:
         replayer = Replayer(workflows=[VerifiedPipeline], data_converter=pydantic_data_converter)
         outcome = await replayer.replay_workflow(history, raise_on_replay_failure=False)
         if outcome.replay_failure is not None:
-            print(f"NOT deterministic: {args.id} diverges from today's workflow code: "
-                  f"{short(str(outcome.replay_failure), 300)}")
+            print(
+                f"NOT deterministic: {args.id} diverges from today's workflow code: "
+                f"{short(str(outcome.replay_failure), 300)}"
+            )
             return 1
-        print(f"deterministic: {len(history.events)} history events of {args.id} replay "
-              "against today's workflow code")
+        print(
+            f"deterministic: {len(history.events)} history events of {args.id} replay "
+            "against today's workflow code"
+        )
         return 0
 
 
@@ -451,8 +464,8 @@ async def cmd_server(args: argparse.Namespace) -> int:
         print(f"Web UI: {server.ui_url}")
     print("Ctrl-C to stop.")
     try:
-        while server.process is not None and server.process.poll() is None:
-            await asyncio.sleep(0.5)
+        if server.process is not None:
+            await asyncio.to_thread(server.process.wait)
     finally:
         await asyncio.to_thread(server.stop)
     return 0
@@ -483,11 +496,18 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--detach", action="store_true", help="start and return at once")
     run.add_argument("--json", action="store_true")
     run.add_argument("--activities", nargs="*", default=[], metavar="MODULE")
-    run.add_argument("--worker", action="store_true", default=None,
-                     help="always run an in-process worker (default: when none is polling)")
+    run.add_argument(
+        "--worker",
+        action="store_true",
+        default=None,
+        help="always run an in-process worker (default: when none is polling)",
+    )
 
-    for name, help_ in (("status", "show a run's state"), ("result", "wait for a run's result"),
-                        ("trace", "show a run's decision trace")):
+    for name, help_ in (
+        ("status", "show a run's state"),
+        ("result", "wait for a run's result"),
+        ("trace", "show a run's decision trace"),
+    ):
         c = sub.add_parser(name, help=help_)
         c.add_argument("id")
         c.add_argument("--json", action="store_true")
@@ -498,9 +518,19 @@ def build_parser() -> argparse.ArgumentParser:
     cancel.add_argument("id")
 
     lst = sub.add_parser("list", help="list runs")
-    lst.add_argument("--status", default=None,
-                     choices=["running", "breaker_open", "compensating", "completed",
-                              "compensated", "failed", "canceled"])
+    lst.add_argument(
+        "--status",
+        default=None,
+        choices=[
+            "running",
+            "breaker_open",
+            "compensating",
+            "completed",
+            "compensated",
+            "failed",
+            "canceled",
+        ],
+    )
     lst.add_argument("--limit", type=int, default=50)
     lst.add_argument("--json", action="store_true")
 
@@ -541,6 +571,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("raftline: interrupted", file=sys.stderr)
         return 130
+    finally:
+        # An error's traceback cycle keeps the Temporal client alive until interpreter
+        # finalization, where freeing its Rust core aborts the process (PyGILState_Release,
+        # temporalio/sdk-python#300) and turns exit 1/2/3 into 134: free it now.
+        gc.collect()
 
 
 if __name__ == "__main__":

@@ -94,6 +94,8 @@ def build_worker(
         max_concurrent_activities=max_activities,
         max_concurrent_workflow_tasks=max_workflow_tasks,
         graceful_shutdown_timeout=timedelta(seconds=10),
+        # A SIGKILLed worker's sticky workflow tasks move to another worker after this.
+        sticky_queue_schedule_to_start_timeout=timedelta(seconds=3),
     )
 
 

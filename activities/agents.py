@@ -12,7 +12,7 @@ import hashlib
 import json
 import os
 import random
-import string
+import re
 from pathlib import Path
 from typing import Any
 
@@ -51,14 +51,13 @@ class ScriptedParams(BaseModel):
     marker: str | None = Field(default=None, description="append each call here (tests)")
 
 
-class _Fields(dict):
-    def __missing__(self, key: str) -> str:
-        return "{" + key + "}"
+PLACEHOLDER = re.compile(r"\{(\w+)\}")
 
 
 def render(template: str, inp: StepInput) -> str:
-    fields = _Fields(goal=inp.goal, task=inp.task.goal, step=inp.step, **inp.task.inputs)
-    return string.Formatter().vformat(template, (), fields)
+    """Fill {goal}, {task}, {step} and task inputs; leave other braces (JSON) alone."""
+    fields = {"goal": inp.goal, "task": inp.task.goal, "step": inp.step, **inp.task.inputs}
+    return PLACEHOLDER.sub(lambda m: fields.get(m.group(1), m.group(0)), template)
 
 
 def choose_fault(p: ScriptedParams, inp: StepInput) -> str | None:

@@ -180,6 +180,9 @@ class StepSpec(Strict):
     checks: Checks = Field(default_factory=Checks)
     retries: int | None = Field(default=None, ge=0)
     timeout_s: float | None = Field(default=None, gt=0)
+    heartbeat_timeout_s: float | None = Field(
+        default=None, gt=0, description="retry sooner when a worker dies mid-step"
+    )
     task_queue: str | None = None
     verifier: VerifierSpec | None = None
     compensation: str | None = None

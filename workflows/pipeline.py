@@ -121,7 +121,10 @@ class VerifiedPipeline:
                 type="PipelineFailed",
                 non_retryable=True,
             ) from None
-        except asyncio.CancelledError:
+        except (asyncio.CancelledError, ActivityError) as err:
+            # A cancel reaches us as CancelledError, or wrapped by the activity it cut short.
+            if not is_cancelled_exception(err):
+                raise
             await self._compensate()
             self._end(RunStatus.CANCELED, EventType.RUN_CANCELED, "run canceled", self._step)
             raise
@@ -179,6 +182,11 @@ class VerifiedPipeline:
                 ),
                 result_type=StepOutput,
                 start_to_close_timeout=timedelta(seconds=step.timeout_s or policy.step_timeout_s),
+                heartbeat_timeout=(
+                    timedelta(seconds=step.heartbeat_timeout_s)
+                    if step.heartbeat_timeout_s
+                    else None
+                ),
                 retry_policy=retry_policy(policy.activity_retry),
                 task_queue=step.task_queue,
                 activity_id=f"{step.name}-{attempt}",

@@ -571,6 +571,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("raftline: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `raftline trace ID | head`: the reader left, that is fine
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     finally:
         # An error's traceback cycle keeps the Temporal client alive until interpreter
         # finalization, where freeing its Rust core aborts the process (PyGILState_Release,

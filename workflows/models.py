@@ -110,6 +110,9 @@ class JudgeSpec(Strict):
     activity: str = "raftline.llm_judge"
     params: dict[str, Any] = Field(default_factory=dict)
     task_queue: str | None = None
+    local: bool = Field(
+        default=False, description="run as a local activity: for cheap, deterministic judges"
+    )
 
 
 class QuorumSpec(Strict):

@@ -275,17 +275,30 @@ class VerifiedPipeline:
     ) -> Verdict:
         self._check_budget(step.name)
         vin = base.model_copy(update={"tier": tier, "params": judge.params})
+        activity_id = f"{step.name}-{base.attempt}-judge-{tier}-{index}"
+        retry = retry_policy(self._spec.policy.activity_retry)
         try:
-            verdict = await workflow.execute_activity(
-                judge.activity,
-                vin,
-                result_type=Verdict,
-                start_to_close_timeout=timedelta(seconds=120),
-                retry_policy=retry_policy(self._spec.policy.activity_retry),
-                task_queue=judge.task_queue,
-                activity_id=f"{step.name}-{base.attempt}-judge-{tier}-{index}",
-                summary=f"judge {step.name} · attempt {base.attempt} · {tier}",
-            )
+            if judge.local:
+                verdict = await workflow.execute_local_activity(
+                    judge.activity,
+                    vin,
+                    result_type=Verdict,
+                    start_to_close_timeout=timedelta(seconds=30),
+                    retry_policy=retry,
+                    activity_id=activity_id,
+                    summary=f"judge {step.name} · attempt {base.attempt} · {tier}",
+                )
+            else:
+                verdict = await workflow.execute_activity(
+                    judge.activity,
+                    vin,
+                    result_type=Verdict,
+                    start_to_close_timeout=timedelta(seconds=120),
+                    retry_policy=retry,
+                    task_queue=judge.task_queue,
+                    activity_id=activity_id,
+                    summary=f"judge {step.name} · attempt {base.attempt} · {tier}",
+                )
         except ActivityError as err:
             if is_cancelled_exception(err):
                 raise

@@ -170,4 +170,3 @@ def embedded_for(address: str, headless: bool = False) -> EmbeddedServer:
         log_file=home / "temporal-server.log",
         headless=headless,
     )
-

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
@@ -16,6 +17,8 @@ from temporalio.common import RetryPolicy, SearchAttributeKey
 from temporalio.exceptions import ActivityError, ApplicationError, is_cancelled_exception
 
 with workflow.unsafe.imports_passed_through():
+    from verifiers.llm import DEFAULT_MIN_CONFIDENCE, should_escalate
+    from verifiers.tiered import JudgeCall, combine_quorum, next_tier, plan_judges
     from workflows.models import (
         ActivityRetry,
         BreakerState,
@@ -23,10 +26,8 @@ with workflow.unsafe.imports_passed_through():
         CommittedRef,
         CompensationInput,
         CompensationOutcome,
-        Criticality,
         ErrorClass,
         EventType,
-        JudgeSpec,
         PipelineSpec,
         RunInput,
         RunResult,
@@ -50,10 +51,6 @@ RAFT_STEP = SearchAttributeKey.for_keyword("RaftStep")
 RAFT_PIPELINE = SearchAttributeKey.for_keyword("RaftPipeline")
 RAFT_ROLLBACKS = SearchAttributeKey.for_int("RaftRollbacks")
 SEARCH_ATTRIBUTES = (RAFT_STATUS, RAFT_STEP, RAFT_PIPELINE, RAFT_ROLLBACKS)
-
-# Why a class-hint fallback lives here too: the workflow must not import verifiers
-# (they may change between deployments); the hint text arrives in each verdict.
-DEFAULT_MIN_CONFIDENCE = 0.6
 
 
 class RunEnded(Exception):
@@ -243,114 +240,77 @@ class VerifiedPipeline:
             result_type=Verdict,
             start_to_close_timeout=timedelta(seconds=30),
         )
-        criticality = self._spec.criticality(step)
-        if not rules.passed or criticality is Criticality.LOW:
+        plan = plan_judges(self._spec.criticality(step), self._spec.verifier(step))
+        if not rules.passed or not plan.judges:
             return rules
-        tier = "L2" if criticality is Criticality.MEDIUM else "L3"
-        vspec = self._spec.verifier(step)
-        if vspec is not None and vspec.quorum is not None:
-            return await self._quorum(step, base, tier, vspec.quorum.judges, vspec.quorum.require)
-        judge = vspec.judge if vspec is not None and vspec.judge is not None else JudgeSpec()
-        verdict = await self._judge(step, base, tier, judge, 0)
+        if plan.is_quorum:
+            verdicts = await asyncio.gather(
+                *(self._judge(step, base, call, i) for i, call in enumerate(plan.judges))
+            )
+            return combine_quorum(verdicts, plan.require)
+        call = plan.judges[0]
+        verdict = await self._judge(step, base, call, 0)
         # A hesitant small judge hands the decision up to the large one.
-        threshold = float(judge.params.get("min_confidence", DEFAULT_MIN_CONFIDENCE))
-        if (
-            tier == "L2"
-            and verdict.passed
-            and not verdict.degraded
-            and (verdict.confidence < threshold)
-        ):
+        threshold = float(call.params.get("min_confidence", DEFAULT_MIN_CONFIDENCE))
+        higher = next_tier(call.tier)
+        if higher and higher != "L1" and should_escalate(verdict, threshold):
             self._event(
                 EventType.VERDICT,
                 step.name,
                 attempt,
                 verdict=verdict,
-                message=f"confidence {verdict.confidence} < {threshold}: escalating to L3",
+                message=f"confidence {verdict.confidence} < {threshold}: escalating to {higher}",
             )
-            verdict = await self._judge(step, base, "L3", judge, 1)
+            verdict = await self._judge(step, base, replace(call, tier=higher), 1)
         return verdict
 
     async def _judge(
-        self, step: StepSpec, base: VerifyInput, tier: str, judge: JudgeSpec, index: int
+        self, step: StepSpec, base: VerifyInput, call: JudgeCall, index: int
     ) -> Verdict:
         self._check_budget(step.name)
-        vin = base.model_copy(update={"tier": tier, "params": judge.params})
-        activity_id = f"{step.name}-{base.attempt}-judge-{tier}-{index}"
+        vin = base.model_copy(update={"tier": call.tier, "params": call.params})
+        activity_id = f"{step.name}-{base.attempt}-judge-{call.tier}-{index}"
+        summary = f"judge {step.name} · attempt {base.attempt} · {call.tier}"
         retry = retry_policy(self._spec.policy.activity_retry)
         try:
-            if judge.local:
+            if call.local:
                 verdict = await workflow.execute_local_activity(
-                    judge.activity,
+                    call.activity,
                     vin,
                     result_type=Verdict,
                     start_to_close_timeout=timedelta(seconds=30),
                     retry_policy=retry,
                     activity_id=activity_id,
-                    summary=f"judge {step.name} · attempt {base.attempt} · {tier}",
+                    summary=summary,
                 )
             else:
                 verdict = await workflow.execute_activity(
-                    judge.activity,
+                    call.activity,
                     vin,
                     result_type=Verdict,
                     start_to_close_timeout=timedelta(seconds=120),
                     retry_policy=retry,
-                    task_queue=judge.task_queue,
+                    task_queue=call.task_queue,
                     activity_id=activity_id,
-                    summary=f"judge {step.name} · attempt {base.attempt} · {tier}",
+                    summary=summary,
                 )
         except ActivityError as err:
             if is_cancelled_exception(err):
                 raise
-            # The judge, not the step, failed: say so rather than blame the output.
+            message = error_message(err)
+            if isinstance(err.cause, ApplicationError) and err.cause.non_retryable:
+                # A misconfigured judge (bad key, unknown model) must not wave steps through.
+                raise RunEnded(f"judge {call.activity} failed: {message}", step.name) from None
+            # The judge's provider is down, not the step wrong: rules only, and say so.
             return Verdict(
                 passed=True,
                 degraded=True,
-                tier=tier,
-                verifier=judge.activity,
-                reason=f"judge unavailable ({error_message(err)}): checked by rules only",
+                tier=call.tier,
+                verifier=call.activity,
+                reason=f"judge unavailable ({message}): checked by rules only",
             )
         self._add_usage(verdict.usage)
         return verdict
-
-    async def _quorum(
-        self, step: StepSpec, base: VerifyInput, tier: str, judges: list[JudgeSpec], require: int
-    ) -> Verdict:
-        verdicts = await asyncio.gather(
-            *(self._judge(step, base, tier, j, i) for i, j in enumerate(judges))
-        )
-        voting = [v for v in verdicts if not v.degraded]
-        passes = sum(v.passed for v in voting)
-        names = ",".join(v.verifier for v in verdicts)
-        usage = sum((v.usage for v in verdicts), Usage())
-        failed = next((v for v in voting if not v.passed), None)
-        if passes >= require:
-            return Verdict(
-                passed=True,
-                tier=tier,
-                verifier=f"quorum[{names}]",
-                reason=f"{passes}/{len(judges)} judges passed (require {require})",
-                confidence=min(v.confidence for v in voting),
-                usage=usage,
-            )
-        if failed is not None:
-            return failed.model_copy(
-                update={
-                    "verifier": f"quorum[{names}]",
-                    "reason": f"{passes}/{len(judges)} passed (require {require}); "
-                    f"{failed.verifier}: {failed.reason}",
-                    "usage": usage,
-                }
-            )
-        # Too few judges answered to decide: rules only, and say so.
-        return Verdict(
-            passed=True,
-            degraded=True,
-            tier=tier,
-            verifier=f"quorum[{names}]",
-            reason=f"only {len(voting)} of {len(judges)} judges answered: checked by rules only",
-            usage=usage,
-        )
 
     # ------------------------------------------------------------ commit and rollback
 

@@ -18,13 +18,16 @@ from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any, NoReturn
 
+from pydantic import ValidationError
 from temporalio.api.enums.v1 import TaskQueueType
 from temporalio.api.taskqueue.v1 import TaskQueue
 from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
+from temporalio.client import WorkflowExecutionStatus
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.service import RPCError
 from temporalio.worker import Replayer
 
+from activities.agents import PARAM_MODELS
 from activities.registry import ModuleError, activity_name, collect
 from embedded import (
     EmbeddedServer,
@@ -51,6 +54,7 @@ from workflows.models import (
     SpecError,
     Task,
     TraceEvent,
+    describe_validation_error,
 )
 from workflows.pipeline import VerifiedPipeline
 
@@ -97,8 +101,9 @@ class Session:
             progress(f"starting the embedded Temporal server at {self.address} ...")
             self.server = await asyncio.to_thread(embedded_for(self.address).start)
         self.client = RaftlineClient(await connect(self.address))
-        if self.want_worker or (self.want_worker is None and await self._no_workers()):
-            await self._start_worker()
+        # Nobody else can serve the embedded server we just started: be its worker.
+        if self.want_worker or (self.want_worker is None and self.server is not None):
+            await self.start_worker()
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -106,9 +111,8 @@ class Session:
         if self.server is not None and not getattr(self.args, "keep_server", False):
             await asyncio.to_thread(self.server.stop)
 
-    async def _no_workers(self) -> bool:
-        if self.server is not None:
-            return True
+    async def no_workers(self) -> bool:
+        """No poller seen on the task queue (the server keeps dead pollers a few minutes)."""
         try:
             resp = await self.client.client.workflow_service.describe_task_queue(
                 DescribeTaskQueueRequest(
@@ -121,7 +125,9 @@ class Session:
             return True
         return not resp.pollers
 
-    async def _start_worker(self) -> None:
+    async def start_worker(self) -> None:
+        if self.worker_running:
+            return
         from worker import build_worker
 
         modules = list(getattr(self.args, "activities", None) or [])
@@ -129,6 +135,13 @@ class Session:
         worker = build_worker(self.client.client, activities=collect(modules))
         await self._stack.enter_async_context(worker)
         self.worker_running = True
+
+    async def run_handle(self, workflow_id: str) -> RunHandle:
+        """A run's handle; a canceled run's record is a query, which needs a worker."""
+        handle = self.client.get(workflow_id)
+        if await handle.execution_status() == WorkflowExecutionStatus.CANCELED:
+            await self.start_worker()
+        return handle
 
     def ui_url(self, workflow_id: str | None = None) -> str | None:
         base = os.environ.get("RAFTLINE_UI_URL")
@@ -250,6 +263,12 @@ def load_spec(path: str, extra_modules: Sequence[str]) -> PipelineSpec:
     except ModuleError as exc:
         raise UsageError(f"{path}: {exc}") from None
     for step in spec.steps:
+        if (model := PARAM_MODELS.get(step.activity)) is not None:
+            try:
+                model.model_validate(step.params)
+            except ValidationError as exc:
+                detail = describe_validation_error(exc, step.params)
+                raise UsageError(f"{path}: steps[{step.name}].params.{detail}") from None
         needed = [("activity", step.activity), ("compensation", step.compensation)]
         vspec = spec.verifier(step)
         if vspec is not None:
@@ -281,11 +300,11 @@ async def start_and_follow(
     args: argparse.Namespace, spec: PipelineSpec, task: Task, embed: bool = True
 ) -> int:
     args.spec_modules = spec.modules
-    if args.detach and args.worker:
-        raise UsageError("--detach and --worker contradict: a detached run needs a worker")
-    want_worker = False if args.detach else (True if args.worker else None)
+    # An in-process worker unless detached or told not to: extra workers on a queue are
+    # harmless, and asking the server whether one polls is unreliable after a crash.
+    want_worker = not (args.detach or args.no_worker)
     async with Session(args, embed=not args.detach and embed, worker=want_worker) as session:
-        if args.detach and await session._no_workers():
+        if args.detach and await session.no_workers():
             progress(
                 f"note: no worker polls task queue {session.client.task_queue!r}; "
                 "start one with `raftline-worker` or the run will wait"
@@ -324,14 +343,14 @@ async def cmd_run(args: argparse.Namespace) -> int:
 
 async def cmd_demo(args: argparse.Namespace) -> int:
     spec = load_spec(str(DEMO_PIPELINE), [])
-    args.detach, args.worker, args.id, args.activities = False, None, None, []
+    args.detach, args.no_worker, args.id, args.activities = False, False, None, []
     args.wait = not args.no_wait
     return await start_and_follow(args, spec, Task(goal=DEMO_GOAL, inputs=DEMO_INPUTS))
 
 
 async def cmd_status(args: argparse.Namespace) -> int:
     async with Session(args, embed=embedded_db_exists(), worker=None) as session:
-        handle = session.client.get(args.id)
+        handle = await session.run_handle(args.id)
         if not await handle.is_running():
             result = await handle.result()
             view: dict[str, Any] = {
@@ -377,7 +396,7 @@ async def cmd_status(args: argparse.Namespace) -> int:
 
 async def cmd_result(args: argparse.Namespace) -> int:
     async with Session(args, embed=embedded_db_exists(), worker=None) as session:
-        result = await session.client.get(args.id).result()
+        result = await (await session.run_handle(args.id)).result()
         ui = session.ui_url(args.id)
         if args.json:
             emit_json(result.summary(ui))
@@ -388,7 +407,7 @@ async def cmd_result(args: argparse.Namespace) -> int:
 
 async def cmd_trace(args: argparse.Namespace) -> int:
     async with Session(args, embed=embedded_db_exists(), worker=None) as session:
-        events = await session.client.get(args.id).trace()
+        events = await (await session.run_handle(args.id)).trace()
         if args.json:
             emit_json(
                 {"workflow_id": args.id, "events": [e.model_dump(mode="json") for e in events]}
@@ -405,7 +424,10 @@ async def cmd_cancel(args: argparse.Namespace) -> int:
         if not await handle.is_running():
             raise UsageError(f"run {args.id} is not running")
         await handle.cancel()
-        print(f"cancel requested for {args.id}: committed steps will be compensated")
+        print(
+            f"cancel requested for {args.id}: committed steps will be compensated "
+            "(by the run's worker, when one serves it)"
+        )
         if session.worker_running:  # we are its worker: see the compensation through
             result = await handle.result()
             print(f"{result.status.value}: {len(result.compensations)} compensations")
@@ -476,7 +498,7 @@ async def cmd_server(args: argparse.Namespace) -> int:
 
 class Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: {message} (see --help)\n")
+        self.exit(2, f"raftline: {message} (see {self.prog} --help)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -497,10 +519,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--json", action="store_true")
     run.add_argument("--activities", nargs="*", default=[], metavar="MODULE")
     run.add_argument(
-        "--worker",
+        "--no-worker",
         action="store_true",
-        default=None,
-        help="always run an in-process worker (default: when none is polling)",
+        help="do not run an in-process worker: your workers serve the run",
     )
 
     for name, help_ in (

@@ -215,3 +215,5 @@ async def record_undo(inp: CompensationInput) -> str:
 
 
 ACTIVITIES = [scripted, publish, unpublish, record_undo]
+# Params models of built-in steps, so a typo in `params:` is caught before a run starts.
+PARAM_MODELS: dict[str, type[BaseModel]] = {"scripted": ScriptedParams}

@@ -145,11 +145,15 @@ class RunHandle:
         return (await self.result()).trace[after:]
 
     async def is_running(self) -> bool:
+        return await self.execution_status() == WorkflowExecutionStatus.RUNNING
+
+    async def execution_status(self) -> WorkflowExecutionStatus | None:
+        """Temporal's own status of the workflow execution (RUNNING, COMPLETED, ...)."""
         try:
             desc = await self._handle.describe()
         except RPCError as err:
             raise _rpc_error(self.id, err) from None
-        return desc.status == WorkflowExecutionStatus.RUNNING
+        return desc.status
 
     async def cancel(self) -> None:
         try:

@@ -96,6 +96,10 @@ class Checks(Strict):
             and self.min_length > self.max_length
         ):
             raise ValueError("min_length is greater than max_length")
+        if self.topic and self.topic_min > len(self.topic):
+            raise ValueError(
+                f"topic_min={self.topic_min} exceeds the {len(self.topic)} topic keywords"
+            )
         for pattern in [*self.forbidden, *self.out_of_scope]:
             try:
                 re.compile(pattern)
@@ -230,7 +234,7 @@ class PipelineSpec(Strict):
     @classmethod
     def from_yaml_text(cls, text: str, source: str = "pipeline") -> PipelineSpec:
         try:
-            data = yaml.safe_load(text)
+            data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             where = f" at line {mark.line + 1}" if mark else ""
@@ -257,6 +261,21 @@ class PipelineSpec(Strict):
             return cls.model_validate(data)
         except ValidationError as exc:
             raise SpecError(f"{source}: {describe_validation_error(exc, data)}") from None
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """safe_load, but a repeated key is an error instead of silently keeping the last."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r}", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
 
 
 def describe_validation_error(exc: ValidationError, data: Any = None) -> str:

@@ -11,6 +11,7 @@ import asyncio
 import gc
 import json
 import os
+import signal
 import sys
 import textwrap
 from collections.abc import Sequence
@@ -159,6 +160,20 @@ class Session:
 
 def embedded_db_exists() -> bool:
     return (raftline_home() / "temporal.db").exists()
+
+
+async def until_stopped() -> None:
+    """Wait for Ctrl-C or SIGTERM (also when started in the background, where SIGINT is
+    ignored by default), so the caller can shut the worker and server down cleanly."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
 
 
 # ---------------------------------------------------------------- output
@@ -329,7 +344,7 @@ async def start_and_follow(
                 f"The Web UI stays up at {session.ui_url()} until you press Ctrl-C "
                 "(use --no-wait to exit at once)."
             )
-            await asyncio.Event().wait()
+            await until_stopped()
         return 0 if result.success else 1
 
 
@@ -487,7 +502,10 @@ async def cmd_server(args: argparse.Namespace) -> int:
     print("Ctrl-C to stop.")
     try:
         if server.process is not None:
-            await asyncio.to_thread(server.process.wait)
+            exited = asyncio.create_task(asyncio.to_thread(server.process.wait))
+            stopped = asyncio.create_task(until_stopped())
+            await asyncio.wait({exited, stopped}, return_when=asyncio.FIRST_COMPLETED)
+            stopped.cancel()
     finally:
         await asyncio.to_thread(server.stop)
     return 0

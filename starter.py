@@ -24,12 +24,12 @@ from temporalio.api.enums.v1 import TaskQueueType
 from temporalio.api.taskqueue.v1 import TaskQueue
 from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 from temporalio.client import WorkflowExecutionStatus
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.service import RPCError
 from temporalio.worker import Replayer
 
 from activities.agents import PARAM_MODELS
 from activities.registry import ModuleError, activity_name, collect
+from codec import DecryptionError
 from embedded import (
     EmbeddedServer,
     ServerError,
@@ -40,8 +40,10 @@ from embedded import (
     split_address,
 )
 from workflows.client import (
+    ConfigError,
     RaftlineClient,
     RaftlineError,
+    RunExists,
     RunHandle,
     RunNotFound,
     TemporalUnreachable,
@@ -198,7 +200,13 @@ def describe_event(e: TraceEvent) -> str:
     v = e.verdict
     by = ""
     if v is not None:
-        by = f"[{v.tier} {v.verifier}{' ' + v.model if v.model else ''}"
+        extras = [v.model, v.prompt_version]
+        if v.usage.tokens:
+            extras.append(f"{v.usage.tokens} tok")
+        if v.latency_ms is not None:
+            extras.append(f"{v.latency_ms:.0f} ms")
+        detail = " · ".join(x for x in extras if x)
+        by = f"[{v.tier} {v.verifier}{' · ' + detail if detail else ''}"
         by += ", degraded]" if v.degraded else "]"
     match e.type:
         case EventType.RUN_STARTED:
@@ -220,7 +228,8 @@ def describe_event(e: TraceEvent) -> str:
         case EventType.ROLLED_BACK:
             return f"{step} attempt {e.attempt}: rolled back to checkpoint #{e.checkpoint_seq}"
         case EventType.RETRY:
-            return f"{step} attempt {e.attempt}: retry with hint: {short(e.hint, 80)}"
+            # The hint is the "why" of the retry: print it whole.
+            return f"{step} attempt {e.attempt}: retry with hint: {short(e.hint, 1000)}"
         case EventType.BREAKER_OPEN:
             return f"{step} circuit breaker OPEN: {e.message}"
         case EventType.BREAKER_HALF_OPEN:
@@ -402,7 +411,8 @@ async def cmd_status(args: argparse.Namespace) -> int:
         )
         if view.get("current_step"):
             print(f"current step: {view['current_step']} attempt {view.get('attempt', '-')}")
-        print(f"breaker: {view['breaker']}")
+        breaker = view["breaker"]
+        print("breaker: " + ", ".join(f"{k} {v}" for k, v in breaker.items()))
         for c in view["checkpoints"]:
             print(f"  checkpoint #{c['seq']} {c['step']} sha256 {c['sha256'][:12]}")
         print(f"Web UI: {view['ui_url']}")
@@ -472,7 +482,9 @@ async def cmd_replay(args: argparse.Namespace) -> int:
             history = await handle.fetch_history()
         except RPCError as err:
             raise RunNotFound(f"no run with id {args.id!r}") from err
-        replayer = Replayer(workflows=[VerifiedPipeline], data_converter=pydantic_data_converter)
+        replayer = Replayer(
+            workflows=[VerifiedPipeline], data_converter=session.client.client.data_converter
+        )
         outcome = await replayer.replay_workflow(history, raise_on_replay_failure=False)
         if outcome.replay_failure is not None:
             print(
@@ -485,6 +497,40 @@ async def cmd_replay(args: argparse.Namespace) -> int:
             "against today's workflow code"
         )
         return 0
+
+
+async def cmd_codec_server(args: argparse.Namespace) -> int:
+    """Temporal's codec server protocol, so the Web UI shows encrypted runs decrypted."""
+    from codec import KeyConfigError, codec_from_env, codec_server, serve_in_thread
+
+    try:
+        codec = codec_from_env()
+    except KeyConfigError as exc:
+        raise UsageError(str(exc)) from None
+    if not codec.key_ids:
+        raise UsageError("codec-server: set RAFTLINE_ENCRYPTION_KEY (and RAFTLINE_ENCRYPTION_KEYS)")
+    origins = args.cors_origin or os.environ.get(
+        "RAFTLINE_CODEC_CORS", "http://localhost:8233,http://localhost:8080"
+    ).split(",")
+    token = os.environ.get("RAFTLINE_CODEC_TOKEN") or None
+    try:
+        server = codec_server(codec, args.host, args.port, origins, token)
+    except OSError as exc:
+        raise UsageError(f"codec-server: cannot listen on {args.host}:{args.port}: {exc}") from None
+    serve_in_thread(server)
+    host, port = server.server_address[:2]
+    print(
+        f"codec server at http://{host}:{port} (keys {', '.join(codec.key_ids)}; "
+        f"CORS {', '.join(origins)}{'; bearer token required' if token else ''})",
+        flush=True,
+    )
+    print("In the Web UI: Settings (the data encoder icon) → Codec Server endpoint.", flush=True)
+    try:
+        await asyncio.Event().wait()
+    finally:
+        server.shutdown()
+        server.server_close()
+    return 0
 
 
 async def cmd_server(args: argparse.Namespace) -> int:
@@ -575,6 +621,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     server = sub.add_parser("server", help="the embedded Temporal server, in the foreground")
     server.add_argument("--headless", action="store_true", help="without the Web UI")
+
+    cs = sub.add_parser("codec-server", help="decrypt payloads for the Web UI (encryption on)")
+    cs.add_argument("--host", default="127.0.0.1", help="default 127.0.0.1")
+    cs.add_argument("--port", type=int, default=8081, help="default 8081")
+    cs.add_argument(
+        "--cors-origin",
+        action="append",
+        default=None,
+        metavar="ORIGIN",
+        help="Web UI origin allowed to call (repeatable; default $RAFTLINE_CODEC_CORS or "
+        "http://localhost:8233 and http://localhost:8080)",
+    )
     return p
 
 
@@ -588,6 +646,7 @@ COMMANDS = {
     "cancel": cmd_cancel,
     "list": cmd_list,
     "server": cmd_server,
+    "codec-server": cmd_codec_server,
 }
 
 
@@ -598,7 +657,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging(json_logs=True, level=int(os.environ.get("RAFTLINE_LOG_LEVEL", "30")))
     try:
         return asyncio.run(COMMANDS[args.command](args))
-    except (SpecError, UsageError, RunNotFound, ModuleError) as exc:
+    except (
+        SpecError,
+        UsageError,
+        RunNotFound,
+        RunExists,
+        ModuleError,
+        ConfigError,
+        DecryptionError,
+    ) as exc:
         print(f"raftline: {exc}", file=sys.stderr)
         return 2
     except (TemporalUnreachable, ServerError) as exc:

@@ -1,6 +1,7 @@
 """raftline worker: the pipeline workflow, the built-in activities and user modules.
 
 python worker.py [--task-queue Q] [--activities MODULE ...] [--max-activities N]
+                 [--activities-only] [--metrics-port N]
 """
 
 from __future__ import annotations
@@ -8,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import sys
 from collections.abc import Callable, Sequence
@@ -20,7 +22,14 @@ from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from activities.registry import ModuleError, activity_name, collect
-from workflows.client import TemporalUnreachable, connect, task_queue
+from observability import (
+    ObservabilityError,
+    RaftlineInterceptor,
+    configure_tracing,
+    metrics_runtime,
+)
+from redaction import RedactingInterceptor, Redactor
+from workflows.client import ConfigError, TemporalUnreachable, connect, task_queue
 from workflows.pipeline import VerifiedPipeline
 
 log = structlog.get_logger("raftline.worker")
@@ -39,6 +48,7 @@ def configure_logging(json_logs: bool = True, level: int = logging.INFO) -> None
         structlog.stdlib.add_logger_name,
         structlog.processors.TimeStamper(fmt="iso"),
         _lift_raftline_fields,
+        Redactor(),  # last: secrets never reach a log line (redaction.py)
     ]
     structlog.configure(
         processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
@@ -83,19 +93,32 @@ def build_worker(
     activities: Sequence[Callable[..., Any]] | None = None,
     max_activities: int = 100,
     max_workflow_tasks: int = 100,
+    workflows: bool = True,
+    interceptors: Sequence[Any] | None = None,
+    **options: Any,
 ) -> Worker:
+    """A worker for the pipeline workflow and the given activities.
+
+    `interceptors` replace the default RaftlineInterceptor (metrics, spans: observability.py);
+    the client's interceptors (e.g. OpenTelemetry's TracingInterceptor) always apply first.
+    `options` go to temporalio's Worker as they are (e.g. max_cached_workflows).
+    """
     acts = list(activities) if activities is not None else collect()
+    # Outermost first: the observability spans see errors after redaction.
+    ours = [RaftlineInterceptor()] if interceptors is None else list(interceptors)
     return Worker(
         client,
         task_queue=queue or task_queue(),
-        workflows=[VerifiedPipeline],
+        workflows=[VerifiedPipeline] if workflows else [],
         workflow_runner=WORKFLOW_RUNNER,
         activities=acts,
+        interceptors=[*ours, RedactingInterceptor()],
         max_concurrent_activities=max_activities,
         max_concurrent_workflow_tasks=max_workflow_tasks,
         graceful_shutdown_timeout=timedelta(seconds=10),
         # A SIGKILLed worker's sticky workflow tasks move to another worker after this.
         sticky_queue_schedule_to_start_timeout=timedelta(seconds=3),
+        **options,
     )
 
 
@@ -111,8 +134,25 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--max-activities", type=int, default=100, help="concurrent activities")
     p.add_argument("--max-workflow-tasks", type=int, default=100, help="concurrent workflow tasks")
+    p.add_argument(
+        "--activities-only",
+        action="store_true",
+        help="serve only activities (a bulkhead queue for one step or judge type), no workflows",
+    )
     p.add_argument("--address", default=None, help="default: $TEMPORAL_ADDRESS or localhost:7233")
     p.add_argument("--plain-logs", action="store_true", help="human-readable logs, not JSON")
+    p.add_argument(
+        "--metrics-port",
+        type=int,
+        default=os.environ.get("RAFTLINE_METRICS_PORT") or None,  # argparse applies type=int
+        metavar="N",
+        help="serve Prometheus metrics at :N/metrics (default: $RAFTLINE_METRICS_PORT, off)",
+    )
+    p.add_argument(
+        "--metrics-host",
+        default=os.environ.get("RAFTLINE_METRICS_HOST", "0.0.0.0"),
+        help="interface of the metrics endpoint (default: $RAFTLINE_METRICS_HOST or 0.0.0.0)",
+    )
     return p.parse_args(argv)
 
 
@@ -126,12 +166,32 @@ async def serve(args: argparse.Namespace) -> int:
         print("raftline-worker: concurrency limits must be at least 1", file=sys.stderr)
         return 2
     try:
-        client = await connect(args.address)
+        # Tracing (OTEL_* variables) before connecting: connect() then adds Temporal's
+        # TracingInterceptor, which this client's workers inherit.
+        tracer_provider = configure_tracing("raftline-worker")
+        runtime = (
+            metrics_runtime(f"{args.metrics_host}:{args.metrics_port}")
+            if args.metrics_port
+            else None
+        )
+    except ObservabilityError as exc:
+        print(f"raftline-worker: {exc}", file=sys.stderr)
+        return 2
+    try:
+        client = await connect(args.address, **({"runtime": runtime} if runtime else {}))
     except TemporalUnreachable as exc:
         print(f"raftline-worker: {exc}", file=sys.stderr)
         return 3
+    except ConfigError as exc:
+        print(f"raftline-worker: {exc}", file=sys.stderr)
+        return 2
     worker = build_worker(
-        client, args.task_queue, acts, args.max_activities, args.max_workflow_tasks
+        client,
+        args.task_queue,
+        acts,
+        args.max_activities,
+        args.max_workflow_tasks,
+        workflows=not args.activities_only,
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -141,11 +201,19 @@ async def serve(args: argparse.Namespace) -> int:
         "worker started",
         task_queue=args.task_queue or task_queue(),
         namespace=client.namespace,
+        workflows=not args.activities_only,
+        max_activities=args.max_activities,
         activities=sorted(activity_name(a) for a in acts),
+        metrics=f"http://{args.metrics_host}:{args.metrics_port}/metrics"
+        if args.metrics_port
+        else None,
+        tracing=tracer_provider is not None,
     )
     async with worker:
         await stop.wait()
         log.info("worker stopping: finishing in-flight tasks")
+    if tracer_provider is not None:
+        tracer_provider.shutdown()  # flush the spans still in the batch
     log.info("worker stopped")
     return 0
 

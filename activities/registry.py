@@ -30,11 +30,13 @@ def module_activities(module_name: str) -> list[Callable[..., Any]]:
         module = importlib.import_module(module_name)
     except Exception as exc:  # noqa: BLE001 - any import failure is the user's to fix
         raise ModuleError(f"cannot import activity module {module_name!r}: {exc}") from None
-    found = [
-        obj
-        for obj in vars(module).values()
-        if callable(obj) and activity._Definition.from_callable(obj) is not None
-    ]
+    found: list[Callable[..., Any]] = []
+    for obj in vars(module).values():
+        if callable(obj) and activity._Definition.from_callable(obj) is not None:
+            found.append(obj)
+        # A code pipeline (raftline.Pipeline) carries its plain functions as activities.
+        elif hasattr(obj, "spec") and isinstance(getattr(obj, "activities", None), list):
+            found += obj.activities
     if not found:
         raise ModuleError(f"module {module_name!r} defines no @activity.defn functions")
     return found

@@ -6,11 +6,14 @@ Backend services use this module directly; the CLI is a thin shell around it.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import uuid
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from typing import Any
 
+from pydantic import ValidationError
 from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import (
     AddSearchAttributesRequest,
@@ -24,8 +27,9 @@ from temporalio.client import (
     WorkflowQueryFailedError,
 )
 from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.converter import DataConverter, DefaultFailureConverterWithEncodedAttributes
 from temporalio.envconfig import ClientConfigProfile
-from temporalio.exceptions import ApplicationError, CancelledError
+from temporalio.exceptions import ApplicationError, CancelledError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError
 
 from workflows.models import (
@@ -33,13 +37,17 @@ from workflows.models import (
     RunInput,
     RunResult,
     RunStatus,
+    SpecError,
     StatusView,
     Task,
     TraceEvent,
+    describe_validation_error,
 )
 from workflows.pipeline import WORKFLOW_NAME, VerifiedPipeline
 
 DEFAULT_TASK_QUEUE = "raftline"
+# A query waits for a worker to answer; without one the server would hold it for 30 s.
+QUERY_TIMEOUT = timedelta(seconds=10)
 SEARCH_ATTRIBUTES = {
     "RaftStatus": IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD,
     "RaftStep": IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD,
@@ -60,8 +68,16 @@ class RunNotFound(RaftlineError):
     """No run with that workflow id."""
 
 
+class ConfigError(RaftlineError):
+    """A raftline setting (encryption key, payload storage) is malformed."""
+
+
 class RunUnavailable(RaftlineError):
     """The run exists but its record cannot be read now (e.g. no worker to answer)."""
+
+
+class RunExists(RaftlineError):
+    """start() with the id of a run that is still running."""
 
 
 def task_queue() -> str:
@@ -71,6 +87,12 @@ def task_queue() -> str:
 def connect_config(address: str | None = None) -> dict[str, Any]:
     """Connection settings the way Temporal's own tools read them (envconfig)."""
     config: dict[str, Any] = dict(ClientConfigProfile.load().to_client_connect_config())
+    if config.get("api_key") == "":
+        # `TEMPORAL_API_KEY=` (empty, e.g. from compose's ${TEMPORAL_API_KEY:-}) means none;
+        # envconfig would otherwise send an empty key and switch TLS on.
+        del config["api_key"]
+        if config.get("tls") is True and not os.environ.get("TEMPORAL_TLS"):
+            del config["tls"]
     if address:
         config["target_host"] = address
     config.setdefault("target_host", "localhost:7233")
@@ -78,14 +100,63 @@ def connect_config(address: str | None = None) -> dict[str, Any]:
     return config
 
 
-async def connect(address: str | None = None, **overrides: Any) -> Client:
-    config = {**connect_config(address), **overrides}
+def data_converter() -> DataConverter:
+    """pydantic payloads; AES-GCM encryption with RAFTLINE_ENCRYPTION_KEY (codec.py); payloads
+    over RAFTLINE_STORAGE_THRESHOLD in external storage (storage.py). Never in the sandbox."""
+    from codec import KeyConfigError, codec_from_env
+    from storage import StorageConfigError, external_storage_from_env
+
     try:
-        return await Client.connect(data_converter=pydantic_data_converter, **config)
+        codec = codec_from_env()
+        storage = external_storage_from_env()
+    except (KeyConfigError, StorageConfigError) as exc:
+        raise ConfigError(str(exc)) from None
+    return dataclasses.replace(
+        pydantic_data_converter,
+        payload_codec=codec,
+        external_storage=storage,
+        # Encrypted runs keep failure messages (which may quote outputs) encrypted too.
+        failure_converter_class=(
+            DefaultFailureConverterWithEncodedAttributes
+            if codec.encrypting
+            else pydantic_data_converter.failure_converter_class
+        ),
+    )
+
+
+async def connect(
+    address: str | None = None, *, tracing: bool | None = None, **overrides: Any
+) -> Client:
+    """A client for raftline. `tracing`: add OpenTelemetry's TracingInterceptor (workers
+    built from this client inherit it); default on when this process has configured an
+    OpenTelemetry SDK tracer provider (e.g. the worker from OTEL_* variables)."""
+    config = {"data_converter": data_converter(), **connect_config(address), **overrides}
+    config["interceptors"] = [*config.get("interceptors", []), *tracing_interceptors(tracing)]
+    try:
+        return await Client.connect(**config)
     except RuntimeError as exc:
         raise TemporalUnreachable(
             f"Temporal is unreachable at {config['target_host']}: {exc}".splitlines()[0]
         ) from None
+
+
+def tracing_interceptors(tracing: bool | None = None) -> list[Any]:
+    """[TracingInterceptor] when tracing is on (None: when a tracer provider is configured)."""
+    if tracing is False:
+        return []
+    try:
+        from opentelemetry import trace
+        from temporalio.contrib.opentelemetry import TracingInterceptor
+    except ImportError:
+        if tracing:
+            raise ConfigError("tracing needs OpenTelemetry: pip install 'raftline[otel]'") from None
+        return []
+    if tracing is None and isinstance(
+        trace.get_tracer_provider(), (trace.ProxyTracerProvider, trace.NoOpTracerProvider)
+    ):
+        return []
+    # Workflow spans even for runs started without a span (CLI, schedules, other services).
+    return [TracingInterceptor(always_create_workflow_spans=True)]
 
 
 async def ensure_search_attributes(client: Client) -> bool:
@@ -131,18 +202,29 @@ class RunHandle:
 
     async def status(self) -> StatusView:
         try:
-            return await self._handle.query(VerifiedPipeline.status)
+            return await self._handle.query(VerifiedPipeline.status, rpc_timeout=QUERY_TIMEOUT)
         except (WorkflowQueryFailedError, RPCError) as err:
             raise _rpc_error(self.id, err) from None
 
     async def trace(self, after: int = 0) -> list[TraceEvent]:
         """Trace events with seq > after: from the query while running, else the result."""
-        if await self.is_running():
+        return await self._read_trace(after, await self.is_running())
+
+    async def _read_trace(self, after: int, running: bool) -> list[TraceEvent]:
+        if not running:
             try:
-                return await self._handle.query(VerifiedPipeline.trace, after)
-            except (WorkflowQueryFailedError, RPCError) as err:
-                raise _rpc_error(self.id, err) from None
-        return (await self.result()).trace[after:]
+                return [e for e in (await self.result()).trace if e.seq > after]
+            except (RunNotFound, RunUnavailable):
+                raise
+            except RaftlineError:
+                pass  # ended without a result (terminated, timed out): a worker replays it
+        try:
+            events: list[TraceEvent] = await self._handle.query(
+                VerifiedPipeline.trace, after, rpc_timeout=QUERY_TIMEOUT
+            )
+        except (WorkflowQueryFailedError, RPCError) as err:
+            raise _rpc_error(self.id, err) from None
+        return [e for e in events if e.seq > after]
 
     async def is_running(self) -> bool:
         return await self.execution_status() == WorkflowExecutionStatus.RUNNING
@@ -162,21 +244,30 @@ class RunHandle:
             raise _rpc_error(self.id, err) from None
 
     async def events(self, after: int = 0, poll_s: float = 0.25) -> AsyncIterator[TraceEvent]:
-        """Every trace event once, in order, from seq `after` on, until the run ends.
+        """Every trace event with seq > `after`, exactly once and in order, as it happens,
+        until the run ends: the last one is run_completed, run_failed or run_canceled.
 
-        Resume after a disconnect by passing the last seq you saw.
+        Resume after a disconnect (a new process, a new connection) by passing the last
+        seq you saw, e.g. an SSE Last-Event-ID. While no worker can answer (workers
+        restarting) it keeps waiting. Raises RunNotFound, or RunUnavailable when the run
+        has ended and its record cannot be read.
         """
         seen = after
         while True:
+            # Whether it runs, before the read: a read after the run ended has every event.
             running = await self.is_running()
-            for event in await self.trace(seen):
+            try:
+                batch = await self._read_trace(seen, running)
+            except RunUnavailable:
+                if not running:
+                    raise
+                batch = []  # no worker answers the query right now: try again
+            for event in batch:
+                if event.seq <= seen:
+                    continue  # never twice, whatever a worker answers
                 seen = event.seq
                 yield event
             if not running:
-                # One more read: events appended between the describe and the query.
-                for event in await self.trace(seen):
-                    seen = event.seq
-                    yield event
                 return
             await asyncio.sleep(poll_s)
 
@@ -208,31 +299,47 @@ class RaftlineClient:
         self._search_attributes: bool | None = None
 
     @classmethod
-    async def connect(cls, address: str | None = None, queue: str | None = None) -> RaftlineClient:
-        return cls(await connect(address), queue)
+    async def connect(
+        cls, address: str | None = None, queue: str | None = None, **options: Any
+    ) -> RaftlineClient:
+        """Connect with the environment's settings (envconfig); `options` go to connect()."""
+        return cls(await connect(address, **options), queue)
 
-    async def start(self, spec: PipelineSpec, task: Task | str, id: str | None = None) -> RunHandle:
-        if isinstance(task, str):
-            task = Task(goal=task)
+    async def start(
+        self, pipeline: PipelineSpec | Any, task: Task | str | dict[str, Any], id: str | None = None
+    ) -> RunHandle:
+        """Start a run and return its handle at once. `pipeline`: a PipelineSpec, or a
+        raftline.Pipeline (its `.spec`; a worker must register its functions); `task`: a
+        Task, a goal or a mapping. Raises SpecError for a bad task or pipeline, RunExists
+        when a run with this id is still running (a closed one's id may be reused)."""
+        spec, task = _spec_of(pipeline), _task_of(task)
         if self._search_attributes is None:
             self._search_attributes = await ensure_search_attributes(self.client)
         workflow_id = id or f"{spec.name}-{uuid.uuid4().hex[:8]}"
-        handle = await self.client.start_workflow(
-            WORKFLOW_NAME,
-            RunInput(spec=spec, task=task, search_attributes=self._search_attributes),
-            id=workflow_id,
-            task_queue=self.task_queue,
-            result_type=RunResult,
-            memo={"pipeline": spec.name, "goal": task.goal},
-            static_summary=f"{spec.name}: {task.goal}"[:200],
-        )
+        try:
+            handle = await self.client.start_workflow(
+                WORKFLOW_NAME,
+                RunInput(spec=spec, task=task, search_attributes=self._search_attributes),
+                id=workflow_id,
+                task_queue=self.task_queue,
+                result_type=RunResult,
+                memo={"pipeline": spec.name, "goal": task.goal},
+                static_summary=f"{spec.name}: {task.goal}"[:200],
+            )
+        except WorkflowAlreadyStartedError:
+            raise RunExists(f"a run with id {workflow_id!r} is already running") from None
+        except RPCError as err:
+            raise _rpc_error(workflow_id, err) from None
         return RunHandle(handle)
 
     def get(self, workflow_id: str) -> RunHandle:
         return RunHandle(self.client.get_workflow_handle(workflow_id, result_type=RunResult))
 
-    async def run(self, spec: PipelineSpec, task: Task | str, id: str | None = None) -> RunResult:
-        return await (await self.start(spec, task, id)).result()
+    async def run(
+        self, pipeline: PipelineSpec | Any, task: Task | str | dict[str, Any], id: str | None = None
+    ) -> RunResult:
+        """Start a run and wait for its result (see start() and RunHandle.result())."""
+        return await (await self.start(pipeline, task, id)).result()
 
     async def list(self, status: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
         query = f"WorkflowType = '{WORKFLOW_NAME}'"
@@ -252,6 +359,21 @@ class RaftlineClient:
                 }
             )
         return rows
+
+
+def _spec_of(pipeline: Any) -> PipelineSpec:
+    spec = getattr(pipeline, "spec", pipeline)  # a raftline.Pipeline carries its spec
+    if not isinstance(spec, PipelineSpec):
+        raise SpecError(f"expected a PipelineSpec or a Pipeline, got {type(pipeline).__name__}")
+    return spec
+
+
+def _task_of(task: Task | str | dict[str, Any]) -> Task:
+    data = {"goal": task} if isinstance(task, str) else task
+    try:
+        return Task.model_validate(data)
+    except ValidationError as exc:
+        raise SpecError(f"task: {describe_validation_error(exc, data)}") from None
 
 
 def _attr(attrs: Any, name: str) -> Any:

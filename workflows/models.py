@@ -172,6 +172,12 @@ class Policy(Strict):
     breaker: BreakerPolicy = Field(default_factory=BreakerPolicy)
     budget: Budget = Field(default_factory=Budget)
     verifier: VerifierSpec | None = None
+    continue_as_new_after_steps: int | None = Field(
+        default=None,
+        ge=1,
+        description="start a fresh run (continue-as-new) after this many committed steps; "
+        "Temporal's own suggestion (history size) always applies",
+    )
 
 
 STEP_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]{0,63}$")
@@ -461,6 +467,22 @@ class BreakerState(BaseModel):
     trips: int = 0
 
 
+class CarriedState(BaseModel):
+    """What a run hands to its continuation: the checkpoint log, trace and counters."""
+
+    next_step: int
+    runs: int = Field(default=1, description="runs of this workflow id before this one")
+    checkpoints: list[Checkpoint] = Field(default_factory=list)
+    trace: list[TraceEvent] = Field(default_factory=list)
+    breaker: BreakerState = Field(default_factory=BreakerState)
+    usage: Usage = Field(default_factory=Usage)
+    kind_usage: dict[str, Usage] = Field(default_factory=dict)
+    kind_calls: dict[str, int] = Field(default_factory=dict)
+    rollbacks: int = 0
+    retries: int = 0
+    verdicts: int = 0
+
+
 class RunInput(BaseModel):
     """The one input of the VerifiedPipeline workflow."""
 
@@ -469,6 +491,8 @@ class RunInput(BaseModel):
     # Off on a namespace without raftline's search attributes registered: an upsert
     # of an unknown attribute would fail every workflow task.
     search_attributes: bool = True
+    # Set when a long run continued as new: the state the next run resumes from.
+    carry: CarriedState | None = None
 
 
 class StatusView(BaseModel):

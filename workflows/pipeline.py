@@ -22,6 +22,7 @@ with workflow.unsafe.imports_passed_through():
     from workflows.models import (
         ActivityRetry,
         BreakerState,
+        CarriedState,
         Checkpoint,
         CommittedRef,
         CompensationInput,
@@ -42,6 +43,7 @@ with workflow.unsafe.imports_passed_through():
         Verdict,
         VerifyInput,
     )
+    from workflows.telemetry import count, decision_record
 
 WORKFLOW_NAME = "VerifiedPipeline"
 RULES_ACTIVITY = "raftline.rules"
@@ -90,7 +92,9 @@ class VerifiedPipeline:
         self._trace: list[TraceEvent] = []
         self._breaker = BreakerState()
         self._usage = Usage()
-        self._calls = 0
+        # Usage per kind of call ("step", "judge"), to estimate the next call of that kind.
+        self._kind_usage: dict[str, Usage] = {}
+        self._kind_calls: dict[str, int] = {}
         self._rollbacks = 0
         self._retries = 0
         self._verdicts = 0
@@ -102,11 +106,16 @@ class VerifiedPipeline:
     @workflow.run
     async def run(self, inp: RunInput) -> RunResult:
         self._inp = inp
+        if inp.carry is not None:
+            self._resume(inp.carry)
         self._set_status(RunStatus.RUNNING)
-        self._event(EventType.RUN_STARTED, message=f"{len(inp.spec.steps)} steps")
+        if inp.carry is None:
+            self._event(EventType.RUN_STARTED, message=f"{len(inp.spec.steps)} steps")
+        first = inp.carry.next_step if inp.carry is not None else 0
         try:
-            for step in inp.spec.steps:
+            for index, step in enumerate(inp.spec.steps[first:], first):
                 await self._complete_step(step)
+                self._continue_as_new_if_due(index + 1, index + 1 - first)
         except RunEnded as end:
             await self._compensate()
             compensated = self._compensations and all(c.ok for c in self._compensations)
@@ -126,6 +135,58 @@ class VerifiedPipeline:
             self._end(RunStatus.CANCELED, EventType.RUN_CANCELED, "run canceled", self._step)
             raise
         return self._end(RunStatus.COMPLETED, EventType.RUN_COMPLETED, "all steps verified")
+
+    # ------------------------------------------------------------ continue-as-new
+
+    def _continue_as_new_if_due(self, next_step: int, committed_here: int) -> None:
+        """Hand the log to a fresh run when the history grows long; it resumes at next_step.
+
+        Due after policy.continue_as_new_after_steps steps committed in this run, or when
+        Temporal suggests it (history near its event or size limit).
+        """
+        if next_step >= len(self._spec.steps):
+            return
+        limit = self._spec.policy.continue_as_new_after_steps
+        due = (limit is not None and committed_here >= limit) or (
+            workflow.info().is_continue_as_new_suggested()
+        )
+        # patched: a run that started before this code existed replays as it ran.
+        if not due or not workflow.patched("raftline-continue-as-new"):
+            return
+        assert self._inp is not None
+        runs = (self._inp.carry.runs if self._inp.carry is not None else 0) + 1
+        workflow.logger.info(
+            "continue_as_new",
+            extra={"raftline": {"event": "continue_as_new", "next_step": next_step, "runs": runs}},
+        )
+        workflow.continue_as_new(
+            self._inp.model_copy(
+                update={
+                    "carry": CarriedState(
+                        next_step=next_step,
+                        runs=runs,
+                        checkpoints=self._checkpoints,
+                        trace=self._trace,
+                        breaker=self._breaker,
+                        usage=self._usage,
+                        kind_usage=self._kind_usage,
+                        kind_calls=self._kind_calls,
+                        rollbacks=self._rollbacks,
+                        retries=self._retries,
+                        verdicts=self._verdicts,
+                    )
+                }
+            )
+        )
+
+    def _resume(self, carry: CarriedState) -> None:
+        self._checkpoints = list(carry.checkpoints)
+        self._trace = list(carry.trace)
+        self._breaker = carry.breaker
+        self._usage = carry.usage
+        self._kind_usage, self._kind_calls = dict(carry.kind_usage), dict(carry.kind_calls)
+        self._rollbacks = carry.rollbacks
+        self._retries, self._verdicts = carry.retries, carry.verdicts
 
     async def _complete_step(self, step: StepSpec) -> None:
         """Attempt the step until a verified output is committed or its budget is spent."""
@@ -157,7 +218,7 @@ class VerifiedPipeline:
         self._step, self._attempt_no = step.name, attempt
         self._upsert(RAFT_STEP.value_set(step.name))
         refs = self._refs()
-        self._check_budget(step.name)
+        self._check_budget(step.name, "step")
         self._event(EventType.STEP_STARTED, step.name, attempt, inputs=refs)
         policy = self._spec.policy
         try:
@@ -193,7 +254,7 @@ class VerifiedPipeline:
             if is_cancelled_exception(err):
                 raise
             return None, self._step_error(step, attempt, err)
-        self._add_usage(output.usage)
+        self._add_usage(output.usage, "step")
         self._event(EventType.OUTPUT, step.name, attempt, sha256=sha256(output.text))
         verdict = await self._verify(step, output, attempt, refs)
         self._verdicts += 1
@@ -267,7 +328,7 @@ class VerifiedPipeline:
     async def _judge(
         self, step: StepSpec, base: VerifyInput, call: JudgeCall, index: int
     ) -> Verdict:
-        self._check_budget(step.name)
+        self._check_budget(step.name, "judge")
         vin = base.model_copy(update={"tier": call.tier, "params": call.params})
         activity_id = f"{step.name}-{base.attempt}-judge-{call.tier}-{index}"
         summary = f"judge {step.name} · attempt {base.attempt} · {call.tier}"
@@ -309,7 +370,7 @@ class VerifiedPipeline:
                 verifier=call.activity,
                 reason=f"judge unavailable ({message}): checked by rules only",
             )
-        self._add_usage(verdict.usage)
+        self._add_usage(verdict.usage, "judge")
         return verdict
 
     # ------------------------------------------------------------ commit and rollback
@@ -388,19 +449,27 @@ class VerifiedPipeline:
 
     # ------------------------------------------------------------ budget
 
-    def _add_usage(self, usage: Usage) -> None:
+    def _add_usage(self, usage: Usage, kind: str) -> None:
         self._usage += usage
-        self._calls += 1
+        self._kind_usage[kind] = self._kind_usage.get(kind, Usage()) + usage
+        self._kind_calls[kind] = self._kind_calls.get(kind, 0) + 1
 
-    def _check_budget(self, step: str) -> None:
-        """Stop before a call that, at the average cost of calls so far, would overspend."""
+    def _check_budget(self, step: str, kind: str) -> None:
+        """Stop before a call that, at the average usage of its kind so far, would overspend.
+
+        Agent calls and judge calls differ by an order of magnitude, so each kind is
+        estimated from its own history (from all calls until that kind has one).
+        """
         budget = self._spec.policy.budget
         if budget.max_tokens is None and budget.max_cost_usd is None:
             return
-        n = max(self._calls, 1)
         u = self._usage
-        next_tokens = u.tokens + u.tokens / n
-        next_cost = u.cost_usd + u.cost_usd / n
+        if self._kind_calls.get(kind):
+            per, n = self._kind_usage[kind], self._kind_calls[kind]
+        else:
+            per, n = u, max(sum(self._kind_calls.values()), 1)
+        next_tokens = u.tokens + per.tokens / n
+        next_cost = u.cost_usd + per.cost_usd / n
         over = None
         if budget.max_tokens is not None and u.tokens and next_tokens > budget.max_tokens:
             over = f"{u.tokens} tokens used, next call would exceed {budget.max_tokens}"
@@ -542,23 +611,11 @@ class VerifiedPipeline:
             **kw,
         )
         self._trace.append(event)
-        verdict = event.verdict
-        workflow.logger.info(
-            type_.value,
-            extra={
-                "raftline": {
-                    "event": type_.value,
-                    "seq": event.seq,
-                    "step": step,
-                    "attempt": attempt,
-                    "checkpoint_seq": event.checkpoint_seq,
-                    "error_class": verdict.error_class if verdict else None,
-                    "tier": verdict.tier if verdict else None,
-                    "verifier": verdict.verifier if verdict else None,
-                    "message": event.message or (verdict.reason if verdict else ""),
-                }
-            },
-        )
+        # A decision record in the worker's JSON log and raftline's counters: both are
+        # skipped while the worker replays history (workflows/telemetry.py).
+        pipeline = self._inp.spec.name if self._inp is not None else None
+        workflow.logger.info(type_.value, extra={"raftline": decision_record(event, pipeline)})
+        count(event, pipeline)
 
     def _set_status(self, status: RunStatus) -> None:
         self._status = status

@@ -1,0 +1,246 @@
+"""Overhead benchmark: raftline's commit loop against a plain Temporal workflow.
+
+In one process, on one dev server of its own, the same N-step pipeline of no-op steps
+(`bench.noop`) runs as
+  (a) plain:    `bench.PlainPipeline`, N `execute_activity` calls in a row;
+  (b) raftline: VerifiedPipeline, criticality LOW: every step checked by the L1 rules
+                (default checks: refusal, error signatures, truncation, secrets) as a
+                local activity, committed to the checkpoint log, traced, with its
+                search attributes upserted.
+Each arm has its own worker (raftline's through `worker.build_worker`, the plain one
+with the same runner and limits) on its own task queue. Rounds alternate the order
+(plain first, then raftline first, ...) so drift in machine load hits both arms; the
+throughput of an arm is all its steps over all its time. Target: raftline ≥ 0.85 of
+plain.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import resource
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from activities.registry import collect
+from benchmarks.common import emit_json, machine, note, start_server, table
+from benchmarks.plain import NOOP, PLAIN_WORKFLOW, PlainInput, PlainPipeline, PlainResult, noop
+from embedded import EmbeddedServer
+from worker import WORKFLOW_RUNNER, build_worker
+from workflows.client import RaftlineClient, connect
+from workflows.models import PipelineSpec, RunStatus, Task
+
+TARGET = 0.85
+RUN_TIMEOUT_S = 300.0
+
+
+def process_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process (Linux /proc); 0 where unavailable."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_now(server: EmbeddedServer | None) -> dict[str, float]:
+    """CPU seconds so far of this process (client + worker) and of our server."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    proc = server.process if server is not None else None
+    return {
+        "worker": usage.ru_utime + usage.ru_stime,
+        "server": process_cpu_s(proc.pid) if proc is not None else 0.0,
+    }
+
+
+def raftline_spec(steps: int) -> PipelineSpec:
+    return PipelineSpec.model_validate(
+        {
+            "name": "overhead",
+            "policy": {"criticality": "LOW"},
+            "steps": [
+                {"name": f"s{i + 1:02d}", "goal": f"no-op step {i + 1}", "activity": NOOP}
+                for i in range(steps)
+            ],
+        }
+    )
+
+
+def plain_worker(client: Client, queue: str, max_activities: int, max_wf_tasks: int) -> Worker:
+    """The same settings as worker.build_worker, for the plain workflow."""
+    return Worker(
+        client,
+        task_queue=queue,
+        workflows=[PlainPipeline],
+        workflow_runner=WORKFLOW_RUNNER,
+        activities=[noop],
+        max_concurrent_activities=max_activities,
+        max_concurrent_workflow_tasks=max_wf_tasks,
+        graceful_shutdown_timeout=timedelta(seconds=10),
+        sticky_queue_schedule_to_start_timeout=timedelta(seconds=3),
+    )
+
+
+async def timed(runs: int, concurrency: int, one: Callable[[int], Awaitable[None]]) -> float:
+    """Wall time of `runs` runs, at most `concurrency` in flight."""
+    sem = asyncio.Semaphore(concurrency)
+
+    async def guarded(i: int) -> None:
+        async with sem:
+            # A run stuck on a failing workflow task must not hang the benchmark.
+            await asyncio.wait_for(one(i), timeout=RUN_TIMEOUT_S)
+
+    t0 = time.monotonic()
+    await asyncio.gather(*(guarded(i) for i in range(runs)))
+    return time.monotonic() - t0
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--steps", type=int, default=10, help="no-op steps per run")
+    p.add_argument("--runs", type=int, default=100, help="runs per arm per round")
+    p.add_argument("--rounds", type=int, default=4, help="alternating rounds")
+    p.add_argument("--concurrency", type=int, default=50, help="runs in flight")
+    p.add_argument("--quick", action="store_true", help="2 rounds of 30 runs")
+    p.add_argument("--max-activities", type=int, default=100)
+    p.add_argument("--max-workflow-tasks", type=int, default=100)
+    p.add_argument("--address", default=None, help="use this server instead of starting one")
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    runs, rounds = (30, 2) if args.quick else (args.runs, args.rounds)
+    cond = machine()
+    server = None if args.address else start_server()
+    address = args.address or server.address  # type: ignore[union-attr]
+    tag = uuid.uuid4().hex[:6]
+    spec = raftline_spec(args.steps)
+    times: dict[str, float] = {"plain": 0.0, "raftline": 0.0}
+    failures = {"plain": 0, "raftline": 0}
+    cpu = {name: {"worker": 0.0, "server": 0.0} for name in times}
+    try:
+        client = await connect(address)
+        rl = RaftlineClient(client, queue=f"overhead-rl-{tag}")
+        plain_q = f"overhead-plain-{tag}"
+
+        async def one_plain(i: int, rnd: str) -> None:
+            res: PlainResult = await client.execute_workflow(
+                PLAIN_WORKFLOW,
+                PlainInput(steps=args.steps),
+                id=f"plain-{tag}-{rnd}-{i}",
+                task_queue=plain_q,
+                result_type=PlainResult,
+            )
+            failures["plain"] += res.steps != args.steps
+
+        async def one_raftline(i: int, rnd: str) -> None:
+            res = await rl.run(spec, Task(goal="no-op"), id=f"raftline-{tag}-{rnd}-{i}")
+            failures["raftline"] += res.status is not RunStatus.COMPLETED
+
+        arms: dict[str, Callable[[int, str], Awaitable[None]]] = {
+            "plain": one_plain,
+            "raftline": one_raftline,
+        }
+        rw = build_worker(client, rl.task_queue, [*collect(), noop], args.max_activities)
+        pw = plain_worker(client, plain_q, args.max_activities, args.max_workflow_tasks)
+        async with rw, pw:
+            # Warm-up: imports, sandbox, server caches; not measured.
+            for fn in arms.values():
+                await timed(min(10, runs), args.concurrency, lambda i, f=fn: f(i, "warm"))
+            for rnd in range(rounds):
+                order = list(arms) if rnd % 2 == 0 else list(reversed(arms))
+                for name in order:
+                    fn = arms[name]
+                    before = cpu_now(server)
+                    t = await timed(runs, args.concurrency, lambda i, f=fn, r=rnd: f(i, str(r)))
+                    after = cpu_now(server)
+                    times[name] += t
+                    for k in cpu[name]:
+                        cpu[name][k] += after[k] - before[k]
+                    note(
+                        f"overhead: round {rnd + 1}/{rounds} {name}: {runs} runs × "
+                        f"{args.steps} steps in {t:.1f}s ({runs * args.steps / t:.0f} steps/s)"
+                    )
+    finally:
+        if server is not None:
+            server.stop()
+    total_runs = runs * rounds
+    steps = total_runs * args.steps
+    arms_out = {
+        name: {
+            "runs": total_runs,
+            "steps": steps,
+            "seconds": round(t, 2),
+            "runs_per_s": round(total_runs / t, 2),
+            "steps_per_s": round(steps / t, 1),
+            "failures": failures[name],
+            # CPU per step is what a busy machine cannot distort much: where the time goes.
+            "worker_cpu_ms_per_step": round(1000 * cpu[name]["worker"] / steps, 2),
+            "server_cpu_ms_per_step": (
+                round(1000 * cpu[name]["server"] / steps, 2) if server is not None else None
+            ),
+        }
+        for name, t in times.items()
+    }
+    ratio = arms_out["raftline"]["steps_per_s"] / arms_out["plain"]["steps_per_s"]
+    cpu_total = {
+        name: a["worker_cpu_ms_per_step"] + (a["server_cpu_ms_per_step"] or 0.0)
+        for name, a in arms_out.items()
+    }
+    return {
+        "benchmark": "overhead",
+        "params": {
+            "steps": args.steps,
+            "runs_per_round": runs,
+            "rounds": rounds,
+            "concurrency": args.concurrency,
+        },
+        "conditions": cond,
+        "arms": arms_out,
+        "ratio": round(ratio, 3),
+        "cpu_ratio": round(cpu_total["plain"] / cpu_total["raftline"], 3),
+        "target": TARGET,
+        "meets_target": ratio >= TARGET,
+    }
+
+
+COLUMNS = {
+    "runs": "runs",
+    "steps": "steps",
+    "seconds": "seconds",
+    "runs_per_s": "runs/s",
+    "steps_per_s": "steps/s",
+    "worker_cpu_ms_per_step": "worker CPU ms/step",
+    "server_cpu_ms_per_step": "server CPU ms/step",
+    "failures": "failures",
+}
+
+
+def render_text(res: dict[str, Any]) -> str:
+    rows = [[name, *(a[k] for k in COLUMNS)] for name, a in res["arms"].items()]
+    prm = res["params"]
+    return "\n".join(
+        [
+            f"overhead: {prm['steps']}-step no-op pipeline, {prm['rounds']} rounds × "
+            f"{prm['runs_per_round']} runs per arm, {prm['concurrency']} in flight",
+            table(["arm", *COLUMNS.values()], rows),
+            f"raftline / plain throughput: {res['ratio']:.3f} (target ≥ {res['target']}: "
+            f"{'met' if res['meets_target'] else 'NOT met'}); by CPU per step "
+            f"(worker + server): {res['cpu_ratio']:.3f}",
+        ]
+    )
+
+
+def main(args: argparse.Namespace) -> int:
+    res = asyncio.run(run(args))
+    print(render_text(res) if not args.json else "", end="" if args.json else "\n")
+    if args.json:
+        emit_json(res)
+    failed = sum(a["failures"] for a in res["arms"].values())
+    return 0 if not failed else 1

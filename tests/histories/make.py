@@ -1,0 +1,212 @@
+"""Record the histories that tests/test_replay.py replays against today's workflow code.
+
+    python tests/histories/make.py              # every scenario
+    python tests/histories/make.py rollback     # just some
+
+Run it ONCE per new scenario and commit the JSON: the files stand for runs that were in
+flight under an older version of the code. Never regenerate a history to make a failing
+replay test pass; a change to the commit loop that breaks one needs `workflow.patched`.
+Each file is `WorkflowHistory.to_json()` (the format of `temporal workflow show -o json`
+and of the Web UI's "Download"), named after the scenario.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import sys
+import tempfile
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent.parent
+sys.path.insert(0, str(ROOT))
+
+from temporalio.client import Client  # noqa: E402
+from temporalio.contrib.pydantic import pydantic_data_converter  # noqa: E402
+from temporalio.testing import WorkflowEnvironment  # noqa: E402
+
+from activities.registry import collect  # noqa: E402
+from embedded import EmbeddedServer, free_port  # noqa: E402
+from tests.conftest import spec  # noqa: E402
+from worker import build_worker  # noqa: E402
+from workflows.client import RaftlineClient, connect  # noqa: E402
+from workflows.models import PipelineSpec, RunStatus, Task  # noqa: E402
+
+TASK = Task(
+    goal="Recommend whether to expand bike sharing into Oslo",
+    inputs={"market": "Oslo has 720,000 residents", "budget": "4.2 million EUR"},
+)
+UNDO = Path(tempfile.gettempdir()) / "raftline-history-undo.log"
+UNDO_PARAMS = {"log": str(UNDO)}
+
+
+def clean() -> PipelineSpec:
+    return spec(
+        [
+            {"name": "research", "goal": "Oslo facts", "params": {"text": "Oslo: {market}."}},
+            {"name": "draft", "goal": "draft", "params": {"text": "Draft about Oslo."}},
+            {"name": "memo", "goal": "memo", "params": {"text": "Recommendation: go."}},
+        ]
+    )
+
+
+def rollback() -> PipelineSpec:
+    """GOAL_DRIFT caught by L1, then a step error after Temporal's retries, then a pass."""
+    return spec(
+        [
+            {"name": "facts", "goal": "facts", "params": {"text": "Oslo facts."}},
+            {
+                "name": "analysis",
+                "goal": "analyse Oslo",
+                "params": {"text": "Oslo analysis.", "faults": {0: "GOAL_DRIFT", 1: "RAISE"}},
+                "checks": {"topic": ["Oslo"]},
+            },
+            {"name": "echo", "goal": "see what was committed", "activity": "echo_context"},
+        ]
+    )
+
+
+def judged() -> PipelineSpec:
+    """L2 judge unsure → escalates to L3; an L3 quorum fails attempt 0, passes attempt 1."""
+    return spec(
+        [
+            {
+                "name": "analysis",
+                "goal": "analyse",
+                "criticality": "MEDIUM",
+                "verifier": {
+                    "judge": {"activity": "fake_judge", "params": {"confidence": {"L2": 0.4}}}
+                },
+            },
+            {
+                "name": "memo",
+                "goal": "memo",
+                "criticality": "HIGH",
+                "verifier": {
+                    "quorum": {
+                        "require": 2,
+                        "judges": [
+                            {"activity": "fake_judge", "params": {"name": "a"}},
+                            {
+                                "activity": "fake_judge",
+                                "params": {"name": "b", "fail_attempts": [0]},
+                            },
+                        ],
+                    }
+                },
+            },
+        ]
+    )
+
+
+def compensation() -> PipelineSpec:
+    """A committed step, then a non-retryable error: the saga undoes the commit."""
+    return spec(
+        [
+            {
+                "name": "publish",
+                "goal": "publish",
+                "compensation": "record_undo",
+                "compensation_params": UNDO_PARAMS,
+            },
+            {"name": "notify", "goal": "notify", "params": {"faults": {0: "RAISE_FATAL"}}},
+        ]
+    )
+
+
+def breaker() -> PipelineSpec:
+    """Two failures open the breaker; a 10-minute durable cooldown; the trial passes."""
+    return spec(
+        [
+            {"name": "ok", "goal": "ok"},
+            {
+                "name": "flaky",
+                "goal": "Oslo",
+                "retries": 5,
+                "params": {"text": "Oslo.", "faults": {0: "GOAL_DRIFT", 1: "GOAL_DRIFT"}},
+                "checks": {"topic": ["Oslo"]},
+            },
+        ],
+        breaker={"failure_threshold": 2, "cooldown_s": 600, "max_trips": 1},
+    )
+
+
+def cancel() -> PipelineSpec:
+    return spec(
+        [
+            {
+                "name": "publish",
+                "goal": "publish",
+                "compensation": "record_undo",
+                "compensation_params": UNDO_PARAMS,
+            },
+            {"name": "slow", "goal": "slow", "params": {"sleep_s": 3}, "timeout_s": 30},
+        ]
+    )
+
+
+async def run_to_end(rc: RaftlineClient, name: str, pipeline: PipelineSpec) -> RunStatus:
+    return (await rc.run(pipeline, TASK, id=f"history-{name}")).status
+
+
+async def cancel_mid_run(rc: RaftlineClient, name: str, pipeline: PipelineSpec) -> RunStatus:
+    handle = await rc.start(pipeline, TASK, id=f"history-{name}")
+    for _ in range(200):
+        if (await handle.status()).current_step == "slow":
+            break
+        await asyncio.sleep(0.05)
+    await asyncio.sleep(0.3)  # the slow step is running
+    await handle.cancel()
+    return (await handle.result()).status
+
+
+Scenario = tuple[Callable[[], PipelineSpec], Callable[..., Awaitable[RunStatus]], RunStatus]
+DEV_SERVER: dict[str, Scenario] = {
+    "clean": (clean, run_to_end, RunStatus.COMPLETED),
+    "rollback": (rollback, run_to_end, RunStatus.COMPLETED),
+    "judged": (judged, run_to_end, RunStatus.COMPLETED),
+    "compensation": (compensation, run_to_end, RunStatus.COMPENSATED),
+    "cancel": (cancel, cancel_mid_run, RunStatus.CANCELED),
+}
+TIME_SKIPPING: dict[str, Scenario] = {"breaker": (breaker, run_to_end, RunStatus.COMPLETED)}
+ACTIVITY_MODULES = ["tests.steps", "tests.judges"]
+
+
+async def record(client: Client, scenarios: dict[str, Scenario], wanted: set[str]) -> None:
+    queue = "histories"
+    rc = RaftlineClient(client, queue)
+    async with build_worker(client, queue, collect(ACTIVITY_MODULES)):
+        for name, (make_spec, drive, expected) in scenarios.items():
+            if wanted and name not in wanted:
+                continue
+            status = await drive(rc, name, make_spec())
+            if status is not expected:
+                raise SystemExit(f"{name}: ended {status.value}, expected {expected.value}")
+            history = await client.get_workflow_handle(f"history-{name}").fetch_history()
+            path = HERE / f"{name}.json"
+            path.write_text(history.to_json() + "\n", encoding="utf-8")
+            print(f"{path.relative_to(ROOT)}: {len(history.events)} events, {status.value}")
+
+
+async def main(wanted: set[str]) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        log = Path(tmp) / "server.log"
+        server = EmbeddedServer(free_port(), None, None, log, headless=True).start()
+        try:
+            await record(await connect(server.address, tracing=False), DEV_SERVER, wanted)
+        finally:
+            server.stop()
+    if not wanted or wanted & TIME_SKIPPING.keys():
+        env = await WorkflowEnvironment.start_time_skipping(
+            data_converter=pydantic_data_converter,
+            test_server_existing_path=str(Path(sys.executable).parent / "temporal-test-server"),
+        )
+        async with env:
+            await record(env.client, TIME_SKIPPING, wanted)
+
+
+if __name__ == "__main__":
+    asyncio.run(main(set(sys.argv[1:])))
+    gc.collect()  # free the Temporal clients before interpreter exit (sdk-python#300)

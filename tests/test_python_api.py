@@ -20,7 +20,7 @@ import raftline
 from activities.registry import activity_name
 from embedded import EmbeddedServer, free_port, port_open
 from raftline import CompensationInput, Pipeline, Step, StepInput
-from tests.conftest import cli_env
+from tests.conftest import ROOT, cli_env
 from worker import build_worker
 from workflows import client as client_module
 from workflows.client import RaftlineClient, connect
@@ -346,31 +346,14 @@ async def test_cancelled_arun_cancels_the_run_and_compensates(
     assert status == WorkflowExecutionStatus.CANCELED
 
 
-README_SCRIPT = """\
-import raftline
-from raftline import Step
+def readme_script() -> str:
+    """The first Python block of the README's "Use it from Python": the docs are the test."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## Use it from Python", 1)[1]
+    return section.split("```python\n", 1)[1].split("```", 1)[0]
 
 
-async def research(ctx):
-    return "Oslo has 720,000 residents and 41 km of new bike lanes since 2022."
-
-
-async def analyse(ctx):
-    return f"Demand in Oslo looks strong: {ctx['research']}"
-
-
-async def recommend(ctx):
-    return "Recommendation: expand to Oslo in 2027."
-
-
-pipeline = raftline.Pipeline("oslo", steps=[
-    Step(research, "Collect facts about Oslo", checks={"topic": ["Oslo"]}),
-    Step(analyse, "Analyse the demand", checks={"required": ["demand"]}),
-    Step(recommend, "Recommend go or no-go", checks={"required": ["Recommendation"]}),
-])
-result = raftline.run(pipeline, "Should Acme expand its bike sharing to Oslo?")
-print(result.status, result.summary()["verified"], result.output)
-"""
+README_SCRIPT = readme_script()
 
 
 def test_readme_script_runs_on_a_fresh_machine(tmp_path: Path) -> None:

@@ -19,7 +19,6 @@ from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any, NoReturn
 
-from pydantic import ValidationError
 from temporalio.api.enums.v1 import TaskQueueType
 from temporalio.api.taskqueue.v1 import TaskQueue
 from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
@@ -27,8 +26,7 @@ from temporalio.client import WorkflowExecutionStatus
 from temporalio.service import RPCError
 from temporalio.worker import Replayer
 
-from activities.agents import PARAM_MODELS
-from activities.registry import ModuleError, activity_name, collect
+from activities.registry import ModuleError, activity_name, check_spec, collect
 from codec import DecryptionError
 from embedded import (
     EmbeddedServer,
@@ -57,7 +55,6 @@ from workflows.models import (
     SpecError,
     Task,
     TraceEvent,
-    describe_validation_error,
 )
 from workflows.pipeline import VerifiedPipeline
 
@@ -286,26 +283,7 @@ def load_spec(path: str, extra_modules: Sequence[str]) -> PipelineSpec:
         known = {activity_name(fn) for fn in collect([*spec.modules, *extra_modules])}
     except ModuleError as exc:
         raise UsageError(f"{path}: {exc}") from None
-    for step in spec.steps:
-        if (model := PARAM_MODELS.get(step.activity)) is not None:
-            try:
-                model.model_validate(step.params)
-            except ValidationError as exc:
-                detail = describe_validation_error(exc, step.params)
-                raise UsageError(f"{path}: steps[{step.name}].params.{detail}") from None
-        needed = [("activity", step.activity), ("compensation", step.compensation)]
-        vspec = spec.verifier(step)
-        if vspec is not None:
-            judges = [vspec.judge] if vspec.judge else []
-            judges += vspec.quorum.judges if vspec.quorum else []
-            needed += [("judge", j.activity) for j in judges]
-        for kind, name in needed:
-            if name and name not in known:
-                raise UsageError(
-                    f"{path}: step {step.name!r}: unknown {kind} {name!r}; known: "
-                    f"{', '.join(sorted(k for k in known if not k.startswith('raftline.')))} "
-                    "(add its module under `modules:` or pass --activities MODULE)"
-                )
+    check_spec(spec, known, path, "add its module under `modules:` or pass --activities MODULE")
     return spec
 
 

@@ -6,9 +6,11 @@ import importlib
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from pydantic import ValidationError
 from temporalio import activity
 
 from activities import agents, verify
+from workflows.models import PipelineSpec, SpecError, describe_validation_error
 
 
 class ModuleError(ValueError):
@@ -57,3 +59,29 @@ def activity_name(fn: Callable[..., Any]) -> str:
     defn = activity._Definition.must_from_callable(fn)
     assert defn.name is not None
     return defn.name
+
+
+def check_spec(spec: PipelineSpec, known: Iterable[str], source: str, advice: str) -> None:
+    """Raise SpecError (one line) unless every activity, compensation and judge the spec
+    names is in `known`, and the params of built-in steps are valid: before anything runs."""
+    names = set(known)
+    for step in spec.steps:
+        if (model := agents.PARAM_MODELS.get(step.activity)) is not None:
+            try:
+                model.model_validate(step.params)
+            except ValidationError as exc:
+                detail = describe_validation_error(exc, step.params)
+                raise SpecError(f"{source}: steps[{step.name}].params.{detail}") from None
+        needed = [("activity", step.activity), ("compensation", step.compensation)]
+        vspec = spec.verifier(step)
+        if vspec is not None:
+            judges = [vspec.judge] if vspec.judge else []
+            judges += vspec.quorum.judges if vspec.quorum else []
+            needed += [("judge", j.activity) for j in judges]
+        for kind, name in needed:
+            if name and name not in names:
+                mine = sorted(n for n in names if not n.startswith("raftline."))
+                raise SpecError(
+                    f"{source}: step {step.name!r}: unknown {kind} {name!r}; "
+                    f"known: {', '.join(mine)} ({advice})"
+                )

@@ -18,9 +18,9 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
-from activities.registry import ModuleError, activity_name, collect
+from activities.registry import ModuleError, activity_name, check_spec, collect
 from raftline.steps import (
     compensation_activity,
     default_name,
@@ -35,7 +35,6 @@ from workflows.models import (
     Policy,
     SpecError,
     VerifierSpec,
-    describe_validation_error,
 )
 
 
@@ -231,32 +230,14 @@ class Pipeline:
     def check(self, known: Iterable[str] | None = None) -> None:
         """Raise SpecError unless every activity the spec names is known (by default: the
         ones `worker_activities()` registers) and the built-in steps' params are valid."""
-        from activities.agents import PARAM_MODELS
-
         if known is None:
             known = map(activity_name, self.worker_activities())
-        names = set(known)
-        source = f"pipeline {self.name!r}"
-        for step in self.spec.steps:
-            if (model := PARAM_MODELS.get(step.activity)) is not None:
-                try:
-                    model.model_validate(step.params)
-                except ValidationError as exc:
-                    detail = describe_validation_error(exc, step.params)
-                    raise SpecError(f"{source}: steps[{step.name}].params.{detail}") from None
-            needed = [("activity", step.activity), ("compensation", step.compensation)]
-            vspec = self.spec.verifier(step)
-            if vspec is not None:
-                judges = [vspec.judge] if vspec.judge else []
-                judges += vspec.quorum.judges if vspec.quorum else []
-                needed += [("judge", j.activity) for j in judges]
-            for kind, act in needed:
-                if act and act not in names:
-                    mine = sorted(n for n in names if not n.startswith("raftline."))
-                    raise SpecError(
-                        f"{source}: step {step.name!r}: unknown {kind} {act!r}; known: "
-                        f"{', '.join(mine)} (pass the function, or add its module to modules=)"
-                    )
+        check_spec(
+            self.spec,
+            known,
+            f"pipeline {self.name!r}",
+            "pass the function, or add its module to modules=",
+        )
 
     def __repr__(self) -> str:
         return f"Pipeline({self.name!r}, steps={[s.name for s in self.spec.steps]})"

@@ -110,7 +110,7 @@ def build_worker(
         client,
         task_queue=queue or task_queue(),
         workflows=[VerifiedPipeline] if workflows else [],
-        workflow_runner=WORKFLOW_RUNNER,
+        workflow_runner=options.pop("workflow_runner", WORKFLOW_RUNNER),
         activities=acts,
         interceptors=[*ours, RedactingInterceptor()],
         max_concurrent_activities=max_activities,

@@ -28,6 +28,7 @@ import argparse
 import asyncio
 import os
 import random
+import shutil
 import signal
 import statistics
 import subprocess
@@ -41,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, Field
+from temporalio.api.workflowservice.v1 import DescribeNamespaceRequest
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError
 
@@ -53,6 +55,7 @@ from workflows.models import EventType, PipelineSpec, RunResult, RunStatus, Task
 ROOT = Path(__file__).resolve().parent.parent
 TOPIC = "Oslo"
 DECIDED = {EventType.COMMITTED, EventType.ROLLED_BACK, EventType.STEP_ERROR}
+COUNTED = {"lost", "double commit", "committed twice in the trace", "compensation run twice"}
 
 
 class ChaosParams(BaseModel):
@@ -184,9 +187,25 @@ class Cluster:
         else:
             await asyncio.to_thread(self.server.stop)
         await asyncio.to_thread(self.server.start)
+        await self.until_serving()
         kill.back_at = time.time()
         self.kills.append(kill)
         return kill
+
+    async def until_serving(self, limit_s: float = 60.0) -> None:
+        """Wait until the server answers a namespace lookup, not just until its port opens."""
+        deadline = time.monotonic() + limit_s
+        while True:
+            try:
+                client = await connect(self.server.address)
+                await client.workflow_service.describe_namespace(
+                    DescribeNamespaceRequest(namespace=client.namespace)
+                )
+                return
+            except (RPCError, RaftlineError, RuntimeError):
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.1)
 
     def stop(self) -> None:
         for proc in self.workers:
@@ -409,6 +428,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--deadline", type=float, default=d.deadline_s, help="seconds for all runs")
     p.add_argument("--quick", action="store_true", help="20 runs of 4 steps")
     p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--keep", action="store_true", help="keep the database, logs and journals")
 
 
 def params_from(args: argparse.Namespace) -> ChaosParams:
@@ -429,7 +449,12 @@ def params_from(args: argparse.Namespace) -> ChaosParams:
     return prm
 
 
-async def run_chaos(prm: ChaosParams, folder: Path | None = None) -> dict[str, Any]:
+async def run_chaos(
+    prm: ChaosParams, folder: Path | None = None, keep: bool = False
+) -> dict[str, Any]:
+    """Run the chaos scenario. Its database, logs and journals go to `folder` (default: a
+    temp dir, removed afterwards unless `keep` or a run broke an invariant)."""
+    own = folder is None
     folder = folder or Path(tempfile.mkdtemp(prefix="raftline-chaos-"))
     server = EmbeddedServer(
         port=free_port(),
@@ -460,11 +485,15 @@ async def run_chaos(prm: ChaosParams, folder: Path | None = None) -> dict[str, A
     worker_waits = [k["recovery_max_s"] for k in kills if k.get("recovery_max_s") is not None]
     count = Counter(p for probs in problems.values() for p in probs)
     statuses = Counter(r.status.value if r else "lost" for r in results.values())
+    done = [r for r in results.values() if r is not None]
+    broken = any(problems.values())
+    if own and not keep and not broken:
+        shutil.rmtree(folder, ignore_errors=True)
     return {
         "benchmark": "chaos",
         "params": prm.model_dump(),
         "conditions": cond,
-        "folder": str(folder),
+        "folder": str(folder) if folder.exists() else None,
         "wall_s": round(wall, 1),
         "runs": len(results),
         "statuses": dict(statuses),
@@ -476,12 +505,8 @@ async def run_chaos(prm: ChaosParams, folder: Path | None = None) -> dict[str, A
         "compensation_deliveries": len(jour.undos),
         "compensation_effects": len(undo_effects),
         "step_attempts_redelivered": redelivered,
-        "other_problems": {
-            k: v
-            for k, v in count.items()
-            if k not in ("lost", "double commit", "committed twice in the trace")
-            and k != "compensation run twice"
-        },
+        "compensation_effects_expected": sum(len(r.compensations) for r in done),
+        "other_problems": {k: v for k, v in count.items() if k not in COUNTED},
         "worker_kills": sum(k["what"] == "worker" for k in kills),
         "server_restarts": sum(k["what"] == "server" for k in kills),
         "recovery_max_s": max(worker_waits) if worker_waits else None,
@@ -515,8 +540,9 @@ def render_text(res: dict[str, Any]) -> str:
         ["compensations run twice", res["double_compensations"]],
         ["compensation effects applied twice", res["compensation_effects_applied_twice"]],
         [
-            "compensation deliveries / effects",
-            f"{res['compensation_deliveries']} / {res['compensation_effects']}",
+            "compensation deliveries / effects / compensations in results",
+            f"{res['compensation_deliveries']} / {res['compensation_effects']} / "
+            f"{res['compensation_effects_expected']}",
         ],
         ["step attempts re-delivered after kills", res["step_attempts_redelivered"]],
         [
@@ -545,7 +571,7 @@ def render_text(res: dict[str, Any]) -> str:
                     "median s",
                     "max s",
                     "next commit anywhere s",
-                    "server down s",
+                    "server down s (until it serves)",
                 ],
                 rows,
             ),
@@ -554,10 +580,11 @@ def render_text(res: dict[str, Any]) -> str:
 
 
 def main(args: argparse.Namespace) -> int:
-    res = asyncio.run(run_chaos(params_from(args)))
+    res = asyncio.run(run_chaos(params_from(args), keep=args.keep))
     if args.json:
         emit_json(res)
     else:
         print(render_text(res))
     bad = res["lost_runs"] + res["double_commits"] + res["double_compensations"]
-    return 0 if bad == 0 and res["sound_runs"] == res["runs"] else 1
+    effects_ok = res["compensation_effects"] == res["compensation_effects_expected"]
+    return 0 if bad == 0 and effects_ok and res["sound_runs"] == res["runs"] else 1

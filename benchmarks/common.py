@@ -7,6 +7,7 @@ import logging
 import math
 import os
 import platform
+import shutil
 import signal
 import subprocess
 import sys
@@ -17,8 +18,11 @@ from pathlib import Path
 from typing import Any
 
 import structlog
+from temporalio.client import Client
+from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
 from embedded import EmbeddedServer, free_port
+from workflows.client import RaftlineClient
 
 log = structlog.get_logger("raftline.bench")
 
@@ -40,6 +44,15 @@ def start_server(db_file: Path | None = None, port: int | None = None) -> Embedd
         log_file=workdir / "server.log",
         headless=True,
     ).start()
+
+
+def stop_server(server: EmbeddedServer | None) -> None:
+    """Stop a server from start_server and remove its temp dir (only its log lives there)."""
+    if server is None:
+        return
+    server.stop()
+    if server.db_file is None and server.log_file.parent.name.startswith("raftline-bench-"):
+        shutil.rmtree(server.log_file.parent, ignore_errors=True)
 
 
 def machine() -> dict[str, Any]:
@@ -137,11 +150,52 @@ def emit_json(obj: Any) -> None:
     print(json.dumps(obj, indent=None, default=str))
 
 
+# ---------------------------------------------------------------- workers and clients
+
+
+def bench_worker(
+    client: Client,
+    queue: str,
+    activities: Sequence[Any],
+    max_activities: int,
+    max_workflow_tasks: int,
+    unsandboxed: bool = False,
+) -> Worker:
+    """raftline's own worker (worker.build_worker). `unsandboxed` (the --fast mode) builds it
+    with Temporal's workflow sandbox off: same workflow code, same outcomes, less CPU."""
+    import worker as raftline_worker
+
+    if not unsandboxed:
+        return raftline_worker.build_worker(
+            client, queue, activities, max_activities, max_workflow_tasks
+        )
+    return raftline_worker.build_worker(
+        client,
+        queue,
+        activities,
+        max_activities,
+        max_workflow_tasks,
+        workflow_runner=UnsandboxedWorkflowRunner(),
+    )
+
+
+def bench_client(client: Client, queue: str, search_attributes: bool = True) -> RaftlineClient:
+    """A RaftlineClient; without search attributes (the --fast mode) runs start with
+    RunInput.search_attributes=False, as on a namespace where they are not registered."""
+    return RaftlineClient(
+        client, queue=queue, search_attributes=None if search_attributes else False
+    )
+
+
 # ---------------------------------------------------------------- worker processes
 
 
 def spawn_worker(
-    address: str, queue: str, max_activities: int = 200, max_workflow_tasks: int = 100
+    address: str,
+    queue: str,
+    max_activities: int = 200,
+    max_workflow_tasks: int = 100,
+    unsandboxed: bool = False,
 ) -> subprocess.Popen[bytes]:
     """A benchmark worker process (`python -m benchmarks worker`): warnings-only logs."""
     root = Path(__file__).resolve().parent.parent

@@ -7,36 +7,55 @@ In one process, on one dev server of its own, the same N-step pipeline of no-op 
                 (default checks: refusal, error signatures, truncation, secrets) as a
                 local activity, committed to the checkpoint log, traced, with its
                 search attributes upserted.
-Each arm has its own worker (raftline's through `worker.build_worker`, the plain one
-with the same runner and limits) on its own task queue. Rounds alternate the order
-(plain first, then raftline first, ...) so drift in machine load hits both arms; the
-throughput of an arm is all its steps over all its time. Target: raftline ≥ 0.85 of
-plain.
+Each arm has its own worker on its own task queue: raftline's is `worker.build_worker`
+(with its metrics/spans and redaction interceptors), the plain one a bare Temporal
+worker with the same sandboxed runner and limits. Rounds alternate the order so drift
+in machine load hits every arm alike; an arm's throughput is all its steps over all its
+time. Target: raftline ≥ 0.85 of plain. CPU per step (this process: client + worker;
+and the server) is printed too: on a busy machine it says where the time goes better
+than wall time does.
+
+`--breakdown` adds variants that each remove one cost: raftline without search
+attributes (RunInput.search_attributes=False), raftline on a worker without the
+interceptors, raftline and plain with Temporal's workflow sandbox off, and plain on a
+worker with raftline's interceptors.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import resource
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 from temporalio.client import Client
-from temporalio.worker import Worker
+from temporalio.worker import Interceptor, UnsandboxedWorkflowRunner, Worker, WorkflowRunner
 
 from activities.registry import collect
-from benchmarks.common import emit_json, machine, note, start_server, table
+from benchmarks.common import (
+    bench_client,
+    bench_worker,
+    emit_json,
+    machine,
+    note,
+    start_server,
+    stop_server,
+    table,
+)
 from benchmarks.plain import NOOP, PLAIN_WORKFLOW, PlainInput, PlainPipeline, PlainResult, noop
 from embedded import EmbeddedServer
-from worker import WORKFLOW_RUNNER, build_worker
-from workflows.client import RaftlineClient, connect
+from worker import WORKFLOW_RUNNER
+from workflows.client import connect
 from workflows.models import PipelineSpec, RunStatus, Task
+from workflows.pipeline import VerifiedPipeline
 
 TARGET = 0.85
 RUN_TIMEOUT_S = 300.0
@@ -74,13 +93,21 @@ def raftline_spec(steps: int) -> PipelineSpec:
     )
 
 
-def plain_worker(client: Client, queue: str, max_activities: int, max_wf_tasks: int) -> Worker:
-    """The same settings as worker.build_worker, for the plain workflow."""
+def plain_worker(
+    client: Client,
+    queue: str,
+    max_activities: int,
+    max_wf_tasks: int,
+    runner: WorkflowRunner = WORKFLOW_RUNNER,
+    interceptors: Sequence[Interceptor] = (),
+) -> Worker:
+    """The runner and limits of worker.build_worker, for the plain workflow."""
     return Worker(
         client,
         task_queue=queue,
         workflows=[PlainPipeline],
-        workflow_runner=WORKFLOW_RUNNER,
+        workflow_runner=runner,
+        interceptors=interceptors,
         activities=[noop],
         max_concurrent_activities=max_activities,
         max_concurrent_workflow_tasks=max_wf_tasks,
@@ -109,9 +136,88 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rounds", type=int, default=4, help="alternating rounds")
     p.add_argument("--concurrency", type=int, default=50, help="runs in flight")
     p.add_argument("--quick", action="store_true", help="2 rounds of 30 runs")
+    p.add_argument(
+        "--breakdown",
+        action="store_true",
+        help="also run variants (no search attributes, no interceptors, unsandboxed)",
+    )
     p.add_argument("--max-activities", type=int, default=100)
     p.add_argument("--max-workflow-tasks", type=int, default=100)
     p.add_argument("--address", default=None, help="use this server instead of starting one")
+
+
+@dataclass
+class Arm:
+    """One way to run the N no-op steps: its own worker on its own task queue."""
+
+    name: str
+    worker: Worker
+    run: Callable[[int, str], Awaitable[bool]]  # (index, round) -> completed?
+
+
+def build_arms(client: Client, args: argparse.Namespace, tag: str) -> list[Arm]:
+    """plain and raftline; with --breakdown, the variants that say where raftline's time goes."""
+    spec = raftline_spec(args.steps)
+    limits = (args.max_activities, args.max_workflow_tasks)
+
+    def plain(name: str, **worker_options: Any) -> Arm:
+        queue = f"{name}-{tag}"
+
+        async def one(i: int, rnd: str) -> bool:
+            res: PlainResult = await client.execute_workflow(
+                PLAIN_WORKFLOW,
+                PlainInput(steps=args.steps),
+                id=f"{queue}-{rnd}-{i}",
+                task_queue=queue,
+                result_type=PlainResult,
+            )
+            return res.steps == args.steps
+
+        return Arm(name, plain_worker(client, queue, *limits, **worker_options), one)
+
+    def raftline(name: str, worker: Worker | None = None, sa: bool = True, **kw: Any) -> Arm:
+        queue = f"{name}-{tag}"
+        rc = bench_client(client, queue, search_attributes=sa)
+        w = worker or bench_worker(client, queue, [*collect(), noop], *limits, **kw)
+
+        async def one(i: int, rnd: str) -> bool:
+            res = await rc.run(spec, Task(goal="no-op"), id=f"{queue}-{rnd}-{i}")
+            return res.status is RunStatus.COMPLETED
+
+        return Arm(name, w, one)
+
+    arms = [plain("plain"), raftline("raftline")]
+    if not args.breakdown:
+        return arms
+    bare_queue = f"raftline-no-interceptors-{tag}"
+    bare = Worker(  # build_worker's settings without its interceptors
+        client,
+        task_queue=bare_queue,
+        workflows=[VerifiedPipeline],
+        workflow_runner=WORKFLOW_RUNNER,
+        activities=[*collect(), noop],
+        max_concurrent_activities=args.max_activities,
+        max_concurrent_workflow_tasks=args.max_workflow_tasks,
+        graceful_shutdown_timeout=timedelta(seconds=10),
+        sticky_queue_schedule_to_start_timeout=timedelta(seconds=3),
+    )
+    arms += [
+        raftline("raftline-no-search-attributes", sa=False),
+        raftline("raftline-no-interceptors", worker=bare),
+        raftline("raftline-unsandboxed", unsandboxed=True),
+        plain("plain-unsandboxed", runner=UnsandboxedWorkflowRunner()),
+    ]
+    try:  # the worker's interceptors, on the plain workflow
+        from observability import RaftlineInterceptor
+        from redaction import RedactingInterceptor
+    except ImportError:
+        return arms
+    return [
+        *arms,
+        plain(
+            "plain-with-interceptors", interceptors=[RaftlineInterceptor(), RedactingInterceptor()]
+        ),
+    ]
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -120,56 +226,39 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     server = None if args.address else start_server()
     address = args.address or server.address  # type: ignore[union-attr]
     tag = uuid.uuid4().hex[:6]
-    spec = raftline_spec(args.steps)
-    times: dict[str, float] = {"plain": 0.0, "raftline": 0.0}
-    failures = {"plain": 0, "raftline": 0}
-    cpu = {name: {"worker": 0.0, "server": 0.0} for name in times}
     try:
         client = await connect(address)
-        rl = RaftlineClient(client, queue=f"overhead-rl-{tag}")
-        plain_q = f"overhead-plain-{tag}"
+        arms = build_arms(client, args, tag)
+        times = {a.name: 0.0 for a in arms}
+        failures = {a.name: 0 for a in arms}
+        cpu = {a.name: {"worker": 0.0, "server": 0.0} for a in arms}
 
-        async def one_plain(i: int, rnd: str) -> None:
-            res: PlainResult = await client.execute_workflow(
-                PLAIN_WORKFLOW,
-                PlainInput(steps=args.steps),
-                id=f"plain-{tag}-{rnd}-{i}",
-                task_queue=plain_q,
-                result_type=PlainResult,
-            )
-            failures["plain"] += res.steps != args.steps
+        def counted(arm: Arm, rnd: str) -> Callable[[int], Awaitable[None]]:
+            async def one(i: int) -> None:
+                failures[arm.name] += not await arm.run(i, rnd)
 
-        async def one_raftline(i: int, rnd: str) -> None:
-            res = await rl.run(spec, Task(goal="no-op"), id=f"raftline-{tag}-{rnd}-{i}")
-            failures["raftline"] += res.status is not RunStatus.COMPLETED
+            return one
 
-        arms: dict[str, Callable[[int, str], Awaitable[None]]] = {
-            "plain": one_plain,
-            "raftline": one_raftline,
-        }
-        rw = build_worker(client, rl.task_queue, [*collect(), noop], args.max_activities)
-        pw = plain_worker(client, plain_q, args.max_activities, args.max_workflow_tasks)
-        async with rw, pw:
+        async with contextlib.AsyncExitStack() as stack:
+            for arm in arms:
+                await stack.enter_async_context(arm.worker)
             # Warm-up: imports, sandbox, server caches; not measured.
-            for fn in arms.values():
-                await timed(min(10, runs), args.concurrency, lambda i, f=fn: f(i, "warm"))
+            for arm in arms:
+                await timed(min(10, runs), args.concurrency, counted(arm, "warm"))
             for rnd in range(rounds):
-                order = list(arms) if rnd % 2 == 0 else list(reversed(arms))
-                for name in order:
-                    fn = arms[name]
+                for arm in arms if rnd % 2 == 0 else list(reversed(arms)):
                     before = cpu_now(server)
-                    t = await timed(runs, args.concurrency, lambda i, f=fn, r=rnd: f(i, str(r)))
+                    t = await timed(runs, args.concurrency, counted(arm, str(rnd)))
                     after = cpu_now(server)
-                    times[name] += t
-                    for k in cpu[name]:
-                        cpu[name][k] += after[k] - before[k]
+                    times[arm.name] += t
+                    for k in cpu[arm.name]:
+                        cpu[arm.name][k] += after[k] - before[k]
                     note(
-                        f"overhead: round {rnd + 1}/{rounds} {name}: {runs} runs × "
+                        f"overhead: round {rnd + 1}/{rounds} {arm.name}: {runs} runs × "
                         f"{args.steps} steps in {t:.1f}s ({runs * args.steps / t:.0f} steps/s)"
                     )
     finally:
-        if server is not None:
-            server.stop()
+        stop_server(server)
     total_runs = runs * rounds
     steps = total_runs * args.steps
     arms_out = {

@@ -66,6 +66,8 @@ from activities.agents import ScriptedParams, choose_fault, inject
 from activities.registry import collect
 from benchmarks.common import (
     Progress,
+    bench_client,
+    bench_worker,
     binomial_consistent,
     emit_json,
     machine,
@@ -74,12 +76,12 @@ from benchmarks.common import (
     spawn_worker,
     start_server,
     stop_process,
+    stop_server,
     table,
     wilson,
 )
 from benchmarks.sim_judge import SIM_JUDGE, SimJudgeParams, decide, judge_draw, sim_judge
 from verifiers.rules import check_rules
-from worker import build_worker
 from workflows.client import RaftlineClient, connect
 from workflows.models import (
     EventType,
@@ -435,9 +437,16 @@ def bench_activities() -> list[Callable[..., Any]]:
     return [*collect(), sim_judge]
 
 
-def make_worker(client: RaftlineClient, max_activities: int, max_wf_tasks: int) -> Worker:
-    return build_worker(
-        client.client, client.task_queue, bench_activities(), max_activities, max_wf_tasks
+def make_worker(
+    client: RaftlineClient, max_activities: int, max_wf_tasks: int, unsandboxed: bool = False
+) -> Worker:
+    return bench_worker(
+        client.client,
+        client.task_queue,
+        bench_activities(),
+        max_activities,
+        max_wf_tasks,
+        unsandboxed=unsandboxed,
     )
 
 
@@ -631,7 +640,7 @@ def report(rows: list[dict[str, Any]], prm: Params, sections: Sequence[str]) -> 
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--trials", type=int, default=None, help="trials per config (default 1000)")
+    p.add_argument("--trials", type=int, default=None, help="trials per config (default 300)")
     p.add_argument("--quick", action="store_true", help="100 trials per config")
     p.add_argument(
         "--sections",
@@ -641,6 +650,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--concurrency", type=int, default=100, help="trials in flight")
     p.add_argument("--max-activities", type=int, default=200, help="worker activity slots")
     p.add_argument("--max-workflow-tasks", type=int, default=100, help="worker workflow slots")
+    p.add_argument(
+        "--fast",
+        action="store_true",
+        help="workflow sandbox and search attributes off: same outcomes, about 2x faster",
+    )
     p.add_argument("--workers", type=int, default=0, help="extra worker processes")
     p.add_argument(
         "--workers-only", action="store_true", help="no worker in this process, only --workers"
@@ -650,7 +664,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
-    trials = args.trials or (100 if args.quick else 1000)
+    trials = args.trials or (100 if args.quick else 300)
     sections = [s.strip() for s in args.sections.split(",") if s.strip()]
     unknown = set(sections) - {*SECTIONS, "long"}
     if unknown:
@@ -667,13 +681,12 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     tag = f"rel-{uuid.uuid4().hex[:6]}"
     procs: list[subprocess.Popen[bytes]] = []
     try:
-        client = RaftlineClient(await connect(address), queue=f"bench-{tag}")
-        worker: Any = make_worker(client, args.max_activities, args.max_workflow_tasks)
+        client = bench_client(await connect(address), f"bench-{tag}", not args.fast)
+        limits = (args.max_activities, args.max_workflow_tasks)
+        worker: Any = make_worker(client, *limits, unsandboxed=args.fast)
         if args.workers:
             procs = [
-                spawn_worker(
-                    address, client.task_queue, args.max_activities, args.max_workflow_tasks
-                )
+                spawn_worker(address, client.task_queue, *limits, unsandboxed=args.fast)
                 for _ in range(args.workers)
             ]
             worker = contextlib.nullcontext() if args.workers_only else worker
@@ -690,15 +703,19 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     finally:
         for proc in procs:
             stop_process(proc)
-        if server is not None:
-            server.stop()
+        stop_server(server)
     rows = [summarise(cfg, tallies[cfg], prm) for cfg in configs]
     rep = report(rows, prm, sections)
     attempts = sum(o.generations for t in tallies.values() for o in t.outcomes)
     return {
         "benchmark": "reliability",
         "params": {**prm.model_dump(), "trials": trials, "sections": sections},
-        "conditions": {**cond, "concurrency": args.concurrency},
+        "conditions": {
+            **cond,
+            "concurrency": args.concurrency,
+            "fast": args.fast,
+            "worker_processes": args.workers + (0 if args.workers_only else 1),
+        },
         "wall_s": round(wall, 1),
         "runs": total,
         "runs_per_s": round(total / wall, 1),
@@ -717,7 +734,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def render_text(res: dict[str, Any]) -> str:
     lines = [
-        f"reliability: {res['runs']} runs in {res['wall_s']} s "
+        f"reliability: {res['runs']} runs in {res['wall_s']} s"
+        f"{' (--fast)' if res['conditions']['fast'] else ''} "
         f"({res['runs_per_s']} runs/s, {res['step_attempts_per_s']} step attempts/s); "
         f"r={res['params']['r']} R={res['params']['retries']} fpr={res['params']['fpr']} "
         f"recall={res['params']['recall']} (unless swept); measured (analytic); "

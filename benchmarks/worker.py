@@ -10,9 +10,9 @@ import signal
 from typing import Any
 
 from activities.registry import collect
+from benchmarks.common import bench_worker
 from benchmarks.plain import noop
 from benchmarks.sim_judge import sim_judge
-from worker import build_worker
 from workflows.client import connect
 
 
@@ -21,6 +21,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--task-queue", required=True)
     p.add_argument("--max-activities", type=int, default=200)
     p.add_argument("--max-workflow-tasks", type=int, default=100)
+    p.add_argument("--unsandboxed", action="store_true", help="workflow sandbox off (--fast)")
 
 
 def activities() -> list[Any]:
@@ -29,8 +30,13 @@ def activities() -> list[Any]:
 
 async def serve(args: argparse.Namespace) -> int:
     client = await connect(args.address)
-    worker = build_worker(
-        client, args.task_queue, activities(), args.max_activities, args.max_workflow_tasks
+    worker = bench_worker(
+        client,
+        args.task_queue,
+        activities(),
+        args.max_activities,
+        args.max_workflow_tasks,
+        unsandboxed=args.unsandboxed,
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

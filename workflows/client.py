@@ -293,10 +293,14 @@ def _rpc_error(workflow_id: str, err: Exception) -> RaftlineError:
 class RaftlineClient:
     """Start and follow pipeline runs on a Temporal namespace."""
 
-    def __init__(self, client: Client, queue: str | None = None) -> None:
+    def __init__(
+        self, client: Client, queue: str | None = None, search_attributes: bool | None = None
+    ) -> None:
+        """`search_attributes`: None registers them if missing (or runs without them
+        where the namespace refuses); False never writes them."""
         self.client = client
         self.task_queue = queue or task_queue()
-        self._search_attributes: bool | None = None
+        self._search_attributes = search_attributes
 
     @classmethod
     async def connect(

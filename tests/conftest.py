@@ -70,3 +70,19 @@ def cli_env(server: EmbeddedServer | None, home: Path, **extra: str) -> dict[str
 
 
 PYTHON = sys.executable
+
+# The `--json` summary of run/result/demo, as DESIGN.md's CLI contract lists it.
+SUMMARY_KEYS = {
+    "workflow_id",
+    "status",
+    "success",
+    "verified",
+    "rollbacks",
+    "retries",
+    "compensations",
+    "breaker_trips",
+    "reliability",
+    "output",
+    "usage",
+    "ui_url",
+}

@@ -17,7 +17,7 @@ import pytest
 
 from embedded import EmbeddedServer, free_port, port_open
 from starter import DEMO_GOAL, DEMO_INPUTS
-from tests.conftest import PYTHON, ROOT, cli_env
+from tests.conftest import PYTHON, ROOT, SUMMARY_KEYS, cli_env
 
 DEMO = str(ROOT / "examples" / "board_memo.yaml")
 DEMO_ARGS = [
@@ -25,20 +25,6 @@ DEMO_ARGS = [
     DEMO_GOAL,
     *(a for k, v in DEMO_INPUTS.items() for a in ("--input", f"{k}={v}")),
 ]
-SUMMARY_KEYS = {
-    "workflow_id",
-    "status",
-    "success",
-    "verified",
-    "rollbacks",
-    "retries",
-    "compensations",
-    "breaker_trips",
-    "reliability",
-    "output",
-    "usage",
-    "ui_url",
-}
 EVENT_KEYS = {"seq", "type", "step", "attempt", "at"}
 
 

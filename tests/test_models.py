@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import ROOT, SUMMARY_KEYS
 from workflows.models import (
     CompensationOutcome,
     PipelineSpec,
@@ -18,23 +19,8 @@ from workflows.models import (
     Usage,
 )
 
-ROOT = Path(__file__).resolve().parent.parent
-
-SUMMARY_KEYS = {
-    "workflow_id",
-    "status",
-    "success",
-    "verified",
-    "rollbacks",
-    "retries",
-    "compensations",
-    "breaker_trips",
-    "reliability",
-    "output",
-    "usage",
-    "ui_url",
-    "error",
-}
+# The CLI contract of DESIGN.md, plus the one-line error of a failed run.
+RESULT_KEYS = SUMMARY_KEYS | {"error"}
 
 
 def spec_error(text: str, source: str = "p.yaml") -> str:
@@ -334,7 +320,7 @@ def result(**overrides: object) -> RunResult:
 
 def test_summary_has_exactly_the_contract_keys() -> None:
     s = result().summary("http://ui/wf-1")
-    assert set(s) == SUMMARY_KEYS
+    assert set(s) == RESULT_KEYS
     assert s == {
         "workflow_id": "wf-1",
         "status": "completed",
@@ -365,7 +351,7 @@ def test_summary_of_a_compensated_run() -> None:
         error="step 'b' spent its retry budget",
     )
     s = r.summary()
-    assert set(s) == SUMMARY_KEYS
+    assert set(s) == RESULT_KEYS
     assert s["status"] == "compensated" and s["success"] is False
     assert s["verified"] == "1/2"
     assert s["compensations"] == 1

@@ -321,6 +321,15 @@ def isolated_env(home: str) -> tuple[list[str], dict[str, str]]:
     }
 
 
+def isolate(monkeypatch: Any, home: str) -> None:
+    """Apply isolated_env through pytest's monkeypatch (undone after the test)."""
+    drop, put = isolated_env(home)
+    for name in drop:
+        monkeypatch.delenv(name, raising=False)
+    for name, value in put.items():
+        monkeypatch.setenv(name, value)
+
+
 def provider_env(fake: FakeLLM, provider: str) -> dict[str, str]:
     """The environment that points one provider's real SDK at the fake server."""
     if provider == "openai":

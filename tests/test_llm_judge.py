@@ -23,7 +23,7 @@ from activities.llm import (
     reset_breakers,
 )
 from activities.providers import RETRYABLE
-from tests.fake_llm import FakeLLM, Recorded, Reply, isolated_env, provider_env, verdict_json
+from tests.fake_llm import FakeLLM, Recorded, Reply, isolate, provider_env, verdict_json
 from verifiers.llm import (
     PROMPT_VERSION,
     JudgeError,
@@ -62,11 +62,7 @@ def fake() -> Iterator[FakeLLM]:
 def clean(fake: FakeLLM, monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
     fake.reset()
     reset_breakers()
-    drop, put = isolated_env(str(tmp_path))
-    for name in drop:
-        monkeypatch.delenv(name, raising=False)
-    for name, value in put.items():
-        monkeypatch.setenv(name, value)
+    isolate(monkeypatch, str(tmp_path))
 
 
 def use(monkeypatch: pytest.MonkeyPatch, fake: FakeLLM, *providers: str) -> None:

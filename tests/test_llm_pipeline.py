@@ -22,7 +22,15 @@ from activities.llm import reset_breakers
 from activities.providers import cost_usd, default_model, price_of
 from embedded import EmbeddedServer
 from tests.conftest import PYTHON, ROOT, cli_env, spec
-from tests.fake_llm import FakeLLM, Recorded, Reply, isolated_env, provider_env, verdict_json
+from tests.fake_llm import (
+    FakeLLM,
+    Recorded,
+    Reply,
+    isolate,
+    isolated_env,
+    provider_env,
+    verdict_json,
+)
 from verifiers.llm import PROMPT_VERSION
 from verifiers.tiered import plan_judges
 from workflows.client import RaftlineClient
@@ -62,11 +70,7 @@ def fake() -> Iterator[FakeLLM]:
 def clean(fake: FakeLLM, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     fake.reset()
     reset_breakers()
-    drop, put = isolated_env(str(tmp_path))
-    for name in drop:
-        monkeypatch.delenv(name, raising=False)
-    for name, value in put.items():
-        monkeypatch.setenv(name, value)
+    isolate(monkeypatch, str(tmp_path))
 
 
 def use(monkeypatch: pytest.MonkeyPatch, fake: FakeLLM, provider: str = "openai") -> None:

@@ -19,7 +19,7 @@ from activities.providers import (
     detect,
     price_of,
 )
-from tests.fake_llm import FakeLLM, Reply, isolated_env, provider_env
+from tests.fake_llm import FakeLLM, Reply, isolate, provider_env
 
 # One priced model per provider, so cost accounting is checked on every wire API.
 MODELS = {
@@ -46,11 +46,7 @@ def fake() -> Iterator[FakeLLM]:
 @pytest.fixture(autouse=True)
 def clean(fake: FakeLLM, monkeypatch: pytest.MonkeyPatch, tmp_path) -> FakeLLM:
     fake.reset()
-    drop, put = isolated_env(str(tmp_path))
-    for name in drop:
-        monkeypatch.delenv(name, raising=False)
-    for name, value in put.items():
-        monkeypatch.setenv(name, value)
+    isolate(monkeypatch, str(tmp_path))
     return fake
 
 

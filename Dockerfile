@@ -21,7 +21,10 @@ COPY verifiers ./verifiers
 COPY benchmarks ./benchmarks
 COPY raftline ./raftline
 COPY examples ./examples
+# The sandbox imports the workflow module afresh for every run: ship its bytecode, since
+# PYTHONDONTWRITEBYTECODE (and a read-only /app) keep the worker from writing it.
 RUN pip install . \
+    && python -m compileall -q /app \
     && useradd --create-home --uid 10001 raftline \
     && mkdir -p /data \
     && chown raftline /data

@@ -2,14 +2,16 @@
 
 - `metrics_runtime(address)`: a Temporal Runtime whose Prometheus endpoint serves the SDK's
   own metrics and raftline's (`python worker.py --metrics-port N`).
-- `RaftlineInterceptor`: wraps every activity the worker runs. For steps, judges, rules
-  and compensations it records wall-clock latency, tokens and cost by provider, and opens
-  a span carrying the ids of the trace (workflow id, run id, step, attempt, checkpoints
+- `RaftlineInterceptor`: wraps every activity the worker runs. For steps, judges and
+  compensations it records wall-clock latency, tokens and cost by provider, and opens a
+  span carrying the ids of the trace (workflow id, run id, step, attempt, checkpoints
   seen, sha256 of the output). A verification span links to the span of the step attempt
   it judged (W3C `traceparent` in StepOutput.meta, set only while tracing). It stamps
-  `latency_ms` on verdicts and step outputs that lack it, so every decision record says
-  how long it took. Activities never replay, so nothing here is counted twice; the commit
-  loop's decision counters live in workflows/telemetry.py.
+  `latency_ms` on verdicts and step outputs that lack it, so every activity's decision
+  record says how long it took. L1 verdicts are computed in the workflow: their span
+  comes from workflows/telemetry.py, when the worker traces workflows. Activities never
+  replay, so nothing here is counted twice; the commit loop's decision counters live in
+  workflows/telemetry.py.
 - `configure_tracing()`: an OpenTelemetry SDK tracer provider from the standard OTEL_*
   variables, when they ask for an exporter and opentelemetry-sdk is installed.
 """
@@ -172,6 +174,7 @@ class RaftlineInterceptor(Interceptor):
 
     def __init__(self, tracer: Any = None) -> None:
         self.tracer = tracer
+        self._default: Any = None
 
     def intercept_activity(self, next: ActivityInboundInterceptor) -> ActivityInboundInterceptor:
         return _ActivityInbound(next, self)
@@ -179,8 +182,11 @@ class RaftlineInterceptor(Interceptor):
     def _tracer(self) -> Any:
         if self.tracer is not None:
             return self.tracer
-        trace = _otel_trace()
-        return trace.get_tracer("raftline") if trace is not None else None
+        if self._default is None:
+            # A proxy: it follows a tracer provider configured later, so one is enough.
+            trace = _otel_trace()
+            self._default = trace.get_tracer("raftline") if trace is not None else False
+        return self._default or None
 
 
 class _ActivityInbound(ActivityInboundInterceptor):
@@ -214,7 +220,7 @@ class _ActivityInbound(ActivityInboundInterceptor):
             _stamp_latency(result, seconds)
             _record_usage(kind, result, info.activity_type)
             if span is not None and span.is_recording():
-                for key, value in _result_attributes(result).items():
+                for key, value in result_attributes(result).items():
                     span.set_attribute(key, value)
                 if isinstance(result, StepOutput):
                     result.meta.setdefault(TRACEPARENT, _traceparent(span))
@@ -281,7 +287,7 @@ def _input_attributes(arg: Any, info: activity.Info) -> dict[str, Any]:
                 "raftline.step": arg.step,
                 "raftline.attempt": arg.attempt,
                 "raftline.idempotency_key": arg.idempotency_key,
-                "raftline.inputs": _refs(arg.committed_refs),
+                "raftline.inputs": ref_labels(arg.committed_refs),
             }
         )
         if arg.error_class is not None:
@@ -292,7 +298,7 @@ def _input_attributes(arg: Any, info: activity.Info) -> dict[str, Any]:
                 "raftline.step": arg.step.name,
                 "raftline.attempt": arg.attempt,
                 "raftline.tier": arg.tier,
-                "raftline.inputs": _refs(arg.committed_refs),
+                "raftline.inputs": ref_labels(arg.committed_refs),
                 "raftline.output_sha256": _sha256(arg.output.text),  # the output judged
             }
         )
@@ -305,12 +311,12 @@ def _sha256(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-def _refs(refs: list[Any]) -> list[str]:
+def ref_labels(refs: list[Any]) -> list[str]:
     """Committed checkpoints seen, as in the trace: '#seq step sha256-prefix'."""
     return [f"#{r.seq} {r.step} {r.sha256[:12]}" for r in refs]
 
 
-def _result_attributes(result: Any) -> dict[str, Any]:
+def result_attributes(result: Any) -> dict[str, Any]:
     if isinstance(result, Verdict):
         attrs: dict[str, Any] = {
             "raftline.passed": result.passed,
@@ -360,7 +366,7 @@ def _record_latency(kind: str, arg: Any, activity_type: str, outcome: str, secon
         ).record(seconds, {"pipeline": arg.pipeline, "step": arg.step, "outcome": outcome})
     elif kind == "verify":
         meter.create_histogram_float(
-            VERIFY_LATENCY, "Wall time of one verifier call (rules or a judge)", "s"
+            VERIFY_LATENCY, "Wall time of one judge call (L1 rules run in the workflow)", "s"
         ).record(seconds, {"tier": arg.tier, "verifier": activity_type, "outcome": outcome})
     else:
         meter.create_histogram_float(

@@ -8,12 +8,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import logging
 import os
+import py_compile
 import signal
 import sys
 from collections.abc import Callable, Sequence
 from datetime import timedelta
+from importlib.util import cache_from_source
+from types import ModuleType
 from typing import Any
 
 import structlog
@@ -104,6 +108,8 @@ def build_worker(
     `options` go to temporalio's Worker as they are (e.g. max_cached_workflows).
     """
     acts = list(activities) if activities is not None else collect()
+    if workflows:
+        cache_bytecode(sys.modules[VerifiedPipeline.__module__])
     # Outermost first: the observability spans see errors after redaction.
     ours = [RaftlineInterceptor()] if interceptors is None else list(interceptors)
     return Worker(
@@ -120,6 +126,26 @@ def build_worker(
         sticky_queue_schedule_to_start_timeout=timedelta(seconds=3),
         **options,
     )
+
+
+def cache_bytecode(module: ModuleType) -> None:
+    """Write the module's .pyc if it is missing or stale, even under PYTHONDONTWRITEBYTECODE.
+
+    The sandbox imports a workflow's module afresh for every run it starts; without a
+    .pyc (a fresh clone, or containers that set PYTHONDONTWRITEBYTECODE) each import
+    compiles the source again: ~10 ms of worker CPU per run for workflows/pipeline.py.
+    A read-only install simply keeps paying it.
+    """
+    source = getattr(module, "__file__", None)
+    if not source or not source.endswith(".py"):
+        return
+    try:
+        cached = cache_from_source(source)
+        if os.path.exists(cached) and os.path.getmtime(cached) >= os.path.getmtime(source):
+            return
+        py_compile.compile(source, cfile=cached, doraise=True)
+    except (OSError, py_compile.PyCompileError) as err:
+        log.debug("bytecode not cached", module=module.__name__, error=str(err))
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -221,7 +247,9 @@ async def serve(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     configure_logging(json_logs=not args.plain_logs)
-    return asyncio.run(serve(args))
+    code = asyncio.run(serve(args))
+    gc.collect()  # free the client and worker before interpreter exit (sdk-python#300)
+    return code
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""Verification activities: L1 rules (scheduled as a local activity) and the judges."""
+"""Verification activities: L1 rules as a local activity, for runs started before the
+"raftline-lean-commit" patch (newer runs evaluate the rules inside the workflow)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from workflows.models import Verdict, VerifyInput
 
 @activity.defn(name="raftline.rules")
 async def rules(inp: VerifyInput) -> Verdict:
-    """L1: deterministic, cheap, recorded in history as a local activity."""
+    """L1 for runs in flight from before the patch: their history expects this activity."""
     return check_rules(inp)
 
 

@@ -4,9 +4,9 @@ In one process, on one dev server of its own, the same N-step pipeline of no-op 
 (`bench.noop`) runs as
   (a) plain:    `bench.PlainPipeline`, N `execute_activity` calls in a row;
   (b) raftline: VerifiedPipeline, criticality LOW: every step checked by the L1 rules
-                (default checks: refusal, error signatures, truncation, secrets) as a
-                local activity, committed to the checkpoint log, traced, with its
-                search attributes upserted.
+                (default checks: refusal, error signatures, truncation, secrets) inside
+                the workflow, committed to the checkpoint log, traced, with its search
+                attributes set at start and end.
 Each arm has its own worker on its own task queue: raftline's is `worker.build_worker`
 (with its metrics/spans and redaction interceptors), the plain one a bare Temporal
 worker with the same sandboxed runner and limits. Rounds alternate the order so drift
@@ -28,6 +28,7 @@ import asyncio
 import contextlib
 import os
 import resource
+import sys
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
@@ -52,7 +53,7 @@ from benchmarks.common import (
 )
 from benchmarks.plain import NOOP, PLAIN_WORKFLOW, PlainInput, PlainPipeline, PlainResult, noop
 from embedded import EmbeddedServer
-from worker import WORKFLOW_RUNNER
+from worker import WORKFLOW_RUNNER, cache_bytecode
 from workflows.client import connect
 from workflows.models import PipelineSpec, RunStatus, Task
 from workflows.pipeline import VerifiedPipeline
@@ -101,7 +102,8 @@ def plain_worker(
     runner: WorkflowRunner = WORKFLOW_RUNNER,
     interceptors: Sequence[Interceptor] = (),
 ) -> Worker:
-    """The runner and limits of worker.build_worker, for the plain workflow."""
+    """The runner, limits and bytecode cache of worker.build_worker, for the plain workflow."""
+    cache_bytecode(sys.modules[PlainPipeline.__module__])
     return Worker(
         client,
         task_queue=queue,

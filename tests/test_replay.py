@@ -1,9 +1,11 @@
 """Runs in flight survive a deployment: saved histories replay against today's code.
 
-tests/histories/*.json were recorded once (tests/histories/make.py) from representative
-runs: clean, rollback (drift + step error), judges (escalation + quorum), compensation,
-breaker (durable cooldown) and cancel. A change to the commit loop that would break such
-a run in flight makes its replay fail here: guard the change with `workflow.patched`.
+tests/histories/<generation>/*.json were recorded once (tests/histories/make.py) from
+representative runs: clean, rollback (drift + step error), judges (escalation + quorum),
+compensation, breaker (durable cooldown) and cancel, under each generation of the commit
+loop (1-local-rules: L1 as a local activity and RaftStep on every attempt; 2-lean-commit:
+L1 in the workflow). A change to the commit loop that would break such a run in flight
+makes its replay fail here: guard the change with `workflow.patched`.
 """
 
 from __future__ import annotations
@@ -25,16 +27,20 @@ from temporalio.worker import Replayer, UnsandboxedWorkflowRunner
 from embedded import free_port
 from observability import metrics_runtime
 from worker import WORKFLOW_RUNNER
-from workflows.models import RunInput, RunResult
+from workflows.models import RunInput, RunResult, Verdict
 from workflows.pipeline import VerifiedPipeline
 
 HISTORIES = Path(__file__).resolve().parent / "histories"
 SCENARIOS = ["clean", "rollback", "judged", "compensation", "breaker", "cancel"]
+GENERATIONS = ["1-local-rules", "2-lean-commit"]
+SAVED = [f"{g}/{s}" for g in GENERATIONS for s in SCENARIOS]
 
 
 def load(name: str) -> WorkflowHistory:
+    """`name`: generation/scenario."""
     path = HISTORIES / f"{name}.json"
-    return WorkflowHistory.from_json(f"history-{name}", path.read_text(encoding="utf-8"))
+    scenario = name.rpartition("/")[2]
+    return WorkflowHistory.from_json(f"history-{scenario}", path.read_text(encoding="utf-8"))
 
 
 def scrape(port: int) -> str:
@@ -47,11 +53,26 @@ def replayer(**kw: Any) -> Replayer:
     return Replayer(workflows=[VerifiedPipeline], data_converter=pydantic_data_converter, **kw)
 
 
-def test_every_representative_run_has_a_history() -> None:
-    assert sorted(p.stem for p in HISTORIES.glob("*.json")) == sorted(SCENARIOS)
+def test_every_representative_run_has_a_history_in_every_generation() -> None:
+    assert sorted(f"{p.parent.name}/{p.stem}" for p in HISTORIES.glob("*/*.json")) == sorted(SAVED)
 
 
-@pytest.mark.parametrize("name", SCENARIOS)
+def markers(name: str) -> list[str]:
+    """The patch ids and local activities the saved run recorded, in order."""
+    return [
+        event.marker_recorded_event_attributes.marker_name
+        for event in load(name).events
+        if event.HasField("marker_recorded_event_attributes")
+    ]
+
+
+def test_the_generations_differ_where_the_patch_says() -> None:
+    """1-local-rules ran L1 as local activities; 2-lean-commit recorded the patch instead."""
+    assert markers("1-local-rules/rollback").count("core_local_activity") == 4
+    assert markers("2-lean-commit/rollback") == ["core_patch"]
+
+
+@pytest.mark.parametrize("name", SAVED)
 async def test_saved_history_replays_against_todays_code(name: str) -> None:
     result = await replayer().replay_workflow(load(name), raise_on_replay_failure=False)
     assert result.replay_failure is None, (
@@ -81,8 +102,40 @@ async def test_an_unguarded_change_to_the_loop_fails_replay() -> None:
         data_converter=pydantic_data_converter,
         workflow_runner=UnsandboxedWorkflowRunner(),
     )
-    result = await changed.replay_workflow(load("rollback"), raise_on_replay_failure=False)
-    assert isinstance(result.replay_failure, workflow.NondeterminismError)
+    for generation in GENERATIONS:
+        result = await changed.replay_workflow(
+            load(f"{generation}/rollback"), raise_on_replay_failure=False
+        )
+        assert isinstance(result.replay_failure, workflow.NondeterminismError), generation
+
+
+@workflow.defn(name="VerifiedPipeline")
+class LaxRules(VerifiedPipeline):
+    """The lean loop with L1 rules changed, unguarded: they pass every output."""
+
+    @workflow.run
+    async def run(self, inp: RunInput) -> RunResult:
+        return await super().run(inp)
+
+    async def _rules(self, base: Any) -> Any:
+        if self._lean:  # what check_rules decides in the workflow
+            return Verdict(passed=True, tier="L1", verifier="rules")
+        return await super()._rules(base)  # a local activity: its result is in history
+
+
+async def test_a_rules_change_that_flips_a_verdict_fails_replay() -> None:
+    """L1 runs in the workflow, so what it decides is history: a rule change that lets the
+    drift through would make runs in flight diverge, and the saved lean history says so."""
+    lax = Replayer(
+        workflows=[LaxRules],
+        data_converter=pydantic_data_converter,
+        workflow_runner=UnsandboxedWorkflowRunner(),
+    )
+    lean = await lax.replay_workflow(load("2-lean-commit/rollback"), raise_on_replay_failure=False)
+    assert isinstance(lean.replay_failure, workflow.NondeterminismError)
+    # Runs from before the patch recorded their rules' verdicts: the change cannot touch them.
+    old = await lax.replay_workflow(load("1-local-rules/rollback"), raise_on_replay_failure=False)
+    assert old.replay_failure is None
 
 
 async def test_replay_writes_no_decision_logs_and_counts_no_metrics(
@@ -95,7 +148,7 @@ async def test_replay_writes_no_decision_logs_and_counts_no_metrics(
     caplog.set_level(logging.INFO, logger="temporalio.workflow")
 
     async def histories() -> AsyncIterator[WorkflowHistory]:
-        for name in SCENARIOS:
+        for name in SAVED:
             yield load(name)
 
     results = await replayer(runtime=runtime).replay_workflows(

@@ -143,7 +143,7 @@ async def test_a_saturated_queue_does_not_delay_another(
             for i in range(3)
         ]
     )  # fmt: skip
-    # Workflows (and the L1 rules, a local activity) run on the main queue's worker.
+    # Workflows (and the L1 rules, evaluated inside them) run on the main queue's worker.
     async with build_worker(client.client, queue, collect(["tests.deploy_steps"])):
         await workers.ready()
         backlog = [await raft.start(slow, Task(goal=f"slow {i}")) for i in range(3)]

@@ -1,6 +1,7 @@
 """L1 rules verifier: deterministic, cheap checks of one step output.
 
-Pure logic (no Temporal, no I/O), so it runs as a local activity and replays the same.
+Pure logic (no Temporal, no I/O, no clock), so it runs inside the workflow and a replay
+reaches the same verdict from the same output (see RULES_VERSION for changing it).
 `check_rules` runs the enabled checks in a fixed order and the first failure wins. The
 order goes from "this is not an answer at all" to "this answer does too much", so the
 retry hint addresses the most basic problem first:
@@ -50,7 +51,19 @@ from typing import Any
 from verifiers.taxonomy import hint_for
 from workflows.models import ErrorClass, Verdict, VerifyInput
 
-__all__ = ["RULE_NAMES", "check_rules", "json_equal", "schema_error", "strip_fence"]
+__all__ = [
+    "RULES_VERSION",
+    "RULE_NAMES",
+    "check_rules",
+    "json_equal",
+    "schema_error",
+    "strip_fence",
+]
+
+# The rules run inside the workflow, so what they decide is part of the commit loop:
+# bump this with any change that can flip a verdict, and guard the change with
+# workflow.patched so runs in flight replay the old decision. Every L1 verdict names it.
+RULES_VERSION = "rules-1"
 
 
 @dataclass(frozen=True)
@@ -763,7 +776,7 @@ def _run(rule: _Rule, ctx: _Ctx) -> _Failure | None:
     try:
         return rule.check(ctx)
     except RecursionError:
-        # Absurdly nested output: fail it, rather than fail the local activity on every replay.
+        # Absurdly nested output: fail it, rather than fail the workflow task on every replay.
         return _Failure(ErrorClass.FORMAT, f"output is nested too deeply for the {rule.name} check")
 
 
@@ -784,6 +797,7 @@ def check_rules(inp: VerifyInput) -> Verdict:
                 hint=hint_for(failure.error_class, failure.hint),
                 tier="L1",
                 verifier="rules",
+                prompt_version=RULES_VERSION,
                 checks_run=checks_run,
             )
     return Verdict(
@@ -791,5 +805,6 @@ def check_rules(inp: VerifyInput) -> Verdict:
         reason=f"all {len(checks_run)} rules passed",
         tier="L1",
         verifier="rules",
+        prompt_version=RULES_VERSION,
         checks_run=checks_run,
     )

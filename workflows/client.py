@@ -26,6 +26,7 @@ from temporalio.client import (
     WorkflowHandle,
     WorkflowQueryFailedError,
 )
+from temporalio.common import SearchAttributePair, TypedSearchAttributes
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.converter import DataConverter, DefaultFailureConverterWithEncodedAttributes
 from temporalio.envconfig import ClientConfigProfile
@@ -43,7 +44,7 @@ from workflows.models import (
     TraceEvent,
     describe_validation_error,
 )
-from workflows.pipeline import WORKFLOW_NAME, VerifiedPipeline
+from workflows.pipeline import RAFT_PIPELINE, RAFT_STATUS, WORKFLOW_NAME, VerifiedPipeline
 
 DEFAULT_TASK_QUEUE = "raftline"
 # A query waits for a worker to answer; without one the server would hold it for 30 s.
@@ -329,6 +330,17 @@ class RaftlineClient:
                 result_type=RunResult,
                 memo={"pipeline": spec.name, "goal": task.goal},
                 static_summary=f"{spec.name}: {task.goal}"[:200],
+                # Indexed from the start, so the workflow need not write them itself.
+                search_attributes=(
+                    TypedSearchAttributes(
+                        [
+                            SearchAttributePair(RAFT_STATUS, RunStatus.RUNNING.value),
+                            SearchAttributePair(RAFT_PIPELINE, spec.name),
+                        ]
+                    )
+                    if self._search_attributes
+                    else None
+                ),
             )
         except WorkflowAlreadyStartedError:
             raise RunExists(f"a run with id {workflow_id!r} is already running") from None

@@ -18,6 +18,7 @@ from temporalio.exceptions import ActivityError, ApplicationError, is_cancelled_
 
 with workflow.unsafe.imports_passed_through():
     from verifiers.llm import DEFAULT_MIN_CONFIDENCE, should_escalate
+    from verifiers.rules import check_rules
     from verifiers.tiered import JudgeCall, combine_quorum, next_tier, plan_judges
     from workflows.models import (
         ActivityRetry,
@@ -43,10 +44,14 @@ with workflow.unsafe.imports_passed_through():
         Verdict,
         VerifyInput,
     )
-    from workflows.telemetry import count, decision_record
+    from workflows.telemetry import count, decision_record, rules_span
 
 WORKFLOW_NAME = "VerifiedPipeline"
 RULES_ACTIVITY = "raftline.rules"
+# Runs that started before this patch replay their old commit loop: L1 rules as a local
+# activity and a RaftStep upsert on every attempt. Since it, the rules run in the
+# workflow and RaftStep is written only with status changes and rollbacks.
+LEAN_PATCH = "raftline-lean-commit"
 
 RAFT_STATUS = SearchAttributeKey.for_keyword("RaftStatus")
 RAFT_STEP = SearchAttributeKey.for_keyword("RaftStep")
@@ -100,15 +105,18 @@ class VerifiedPipeline:
         self._verdicts = 0
         self._compensations: list[CompensationOutcome] = []
         self._inp: RunInput | None = None
+        self._lean = False
 
     # ------------------------------------------------------------ the process
 
     @workflow.run
     async def run(self, inp: RunInput) -> RunResult:
         self._inp = inp
+        self._lean = workflow.patched(LEAN_PATCH)
         if inp.carry is not None:
             self._resume(inp.carry)
-        self._set_status(RunStatus.RUNNING)
+        if not (self._lean and self._started_indexed()):
+            self._set_status(RunStatus.RUNNING)
         if inp.carry is None:
             self._event(EventType.RUN_STARTED, message=f"{len(inp.spec.steps)} steps")
         first = inp.carry.next_step if inp.carry is not None else 0
@@ -216,7 +224,11 @@ class VerifiedPipeline:
         self, step: StepSpec, attempt: int, hint: str | None, error_class: ErrorClass | None
     ) -> tuple[StepOutput | None, Verdict]:
         self._step, self._attempt_no = step.name, attempt
-        self._upsert(RAFT_STEP.value_set(step.name))
+        # The live step is in the UI's "current details" (no history event, no index
+        # write); RaftStep in the index follows status changes and rollbacks.
+        workflow.set_current_details(self._details(step, attempt))
+        if not self._lean:
+            self._upsert(RAFT_STEP.value_set(step.name))
         refs = self._refs()
         self._check_budget(step.name, "step")
         self._event(EventType.STEP_STARTED, step.name, attempt, inputs=refs)
@@ -295,12 +307,7 @@ class VerifiedPipeline:
             committed_refs=refs,
             attempt=attempt,
         )
-        rules = await workflow.execute_local_activity(
-            RULES_ACTIVITY,
-            base,
-            result_type=Verdict,
-            start_to_close_timeout=timedelta(seconds=30),
-        )
+        rules = await self._rules(base)
         plan = plan_judges(self._spec.criticality(step), self._spec.verifier(step))
         if not rules.passed or not plan.judges:
             return rules
@@ -324,6 +331,24 @@ class VerifiedPipeline:
             )
             verdict = await self._judge(step, base, replace(call, tier=higher), 1)
         return verdict
+
+    async def _rules(self, base: VerifyInput) -> Verdict:
+        """L1: pure, deterministic checks of an output that is already in history.
+
+        They run in the workflow: a replay recomputes the same verdict from the same
+        output. A change to what the rules decide is a change to the commit loop: bump
+        RULES_VERSION (verifiers/rules.py) and guard it with workflow.patched.
+        """
+        if self._lean:
+            verdict = check_rules(base)
+            rules_span(base.step.name, base.attempt, base.output, verdict, base.committed_refs)
+            return verdict
+        return await workflow.execute_local_activity(
+            RULES_ACTIVITY,
+            base,
+            result_type=Verdict,
+            start_to_close_timeout=timedelta(seconds=30),
+        )
 
     async def _judge(
         self, step: StepSpec, base: VerifyInput, call: JudgeCall, index: int
@@ -403,7 +428,10 @@ class VerifiedPipeline:
     def _rollback(self, step: StepSpec, attempt: int, verdict: Verdict) -> None:
         """Discard the output: later steps only ever see the last checkpoint."""
         self._rollbacks += 1
-        self._upsert(RAFT_ROLLBACKS.value_set(self._rollbacks))
+        attrs = [RAFT_ROLLBACKS.value_set(self._rollbacks)]
+        if self._lean:
+            attrs.append(RAFT_STEP.value_set(step.name))
+        self._upsert(*attrs)
         last = self._checkpoints[-1].seq if self._checkpoints else 0
         self._event(
             EventType.ROLLED_BACK,
@@ -622,7 +650,24 @@ class VerifiedPipeline:
         attrs = [RAFT_STATUS.value_set(status.value)]
         if status is RunStatus.RUNNING and self._inp is not None:
             attrs.append(RAFT_PIPELINE.value_set(self._spec.name))
+        if self._lean and self._step is not None:
+            attrs.append(RAFT_STEP.value_set(self._step))
         self._upsert(*attrs)
+
+    def _started_indexed(self) -> bool:
+        """True when the client set RaftStatus and RaftPipeline at start (one index write less)."""
+        attrs = workflow.info().typed_search_attributes
+        return attrs.get(RAFT_STATUS) == RunStatus.RUNNING.value and attrs.get(RAFT_PIPELINE) == (
+            self._spec.name
+        )
+
+    def _details(self, step: StepSpec, attempt: int) -> str:
+        index = next(i for i, s in enumerate(self._spec.steps, 1) if s.name == step.name)
+        retry = f" · retry {attempt}" if attempt else ""
+        return (
+            f"**{self._status.value}** · step {index}/{len(self._spec.steps)} "
+            f"`{step.name}`{retry} · {len(self._checkpoints)} verified"
+        )
 
     def _upsert(self, *updates: Any) -> None:
         if self._inp is not None and self._inp.search_attributes:

@@ -3,9 +3,12 @@
     python tests/histories/make.py              # every scenario
     python tests/histories/make.py rollback     # just some
 
-Run it ONCE per new scenario and commit the JSON: the files stand for runs that were in
+Histories live in one directory per generation of the commit loop (tests/histories/
+1-local-rules, 2-lean-commit, ...); this script writes into CURRENT. Run it ONCE per new
+scenario or new generation and commit the JSON: the files stand for runs that were in
 flight under an older version of the code. Never regenerate a history to make a failing
-replay test pass; a change to the commit loop that breaks one needs `workflow.patched`.
+replay test pass; a change to the commit loop that breaks one needs `workflow.patched`,
+and a new generation (bump CURRENT) so the new path is pinned too.
 Each file is `WorkflowHistory.to_json()` (the format of `temporal workflow show -o json`
 and of the Web UI's "Download"), named after the scenario.
 """
@@ -21,6 +24,8 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
+# The commit loop of today's code: L1 rules in the workflow, RaftStep on status changes.
+CURRENT = HERE / "2-lean-commit"
 sys.path.insert(0, str(ROOT))
 
 from temporalio.client import Client  # noqa: E402
@@ -185,7 +190,8 @@ async def record(client: Client, scenarios: dict[str, Scenario], wanted: set[str
             if status is not expected:
                 raise SystemExit(f"{name}: ended {status.value}, expected {expected.value}")
             history = await client.get_workflow_handle(f"history-{name}").fetch_history()
-            path = HERE / f"{name}.json"
+            CURRENT.mkdir(exist_ok=True)
+            path = CURRENT / f"{name}.json"
             path.write_text(history.to_json() + "\n", encoding="utf-8")
             print(f"{path.relative_to(ROOT)}: {len(history.events)} events, {status.value}")
 

@@ -20,6 +20,7 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from temporalio import workflow
+from temporalio.api.sdk.v1 import WorkflowMetadata
 from temporalio.contrib.opentelemetry import TracingInterceptor
 
 from activities.registry import collect
@@ -402,3 +403,55 @@ def test_tracing_is_chosen_by_the_standard_otel_variables() -> None:
 
     with pytest.raises(ObservabilityError, match="no OpenTelemetry span exporter 'jaeger2'"):
         configure_tracing(env={"OTEL_TRACES_EXPORTER": "jaeger2"}, install=False)
+
+
+# ---------------------------------------------------------------- index and current details
+
+
+async def search_attributes(handle: Any) -> dict[str, Any]:
+    attrs = (await handle.describe()).typed_search_attributes
+    return {pair.key.name: pair.value for pair in attrs if pair.key.name.startswith("Raft")}
+
+
+async def test_index_writes_follow_status_and_the_live_step_is_in_current_details(
+    worker: RaftlineClient,
+) -> None:
+    """RaftStatus/RaftPipeline come with the start, RaftStep/RaftRollbacks with a rollback,
+    the outcome with the end; the step running now is the UI's current details."""
+    pipeline = spec(
+        [
+            {
+                "name": "facts",
+                "goal": "Oslo facts",
+                "params": {"text": "Oslo facts.", "faults": {0: "GOAL_DRIFT"}},
+                "checks": {"topic": ["Oslo"]},
+            },
+            {"name": "slow", "goal": "slow", "params": {"sleep_s": 2}},
+        ]
+    ).model_copy(update={"name": "indexed"})
+    run = await worker.start(pipeline, TASK)
+    handle = worker.client.get_workflow_handle(run.id)
+    for _ in range(100):
+        if (await run.status()).current_step == "slow":
+            break
+        await asyncio.sleep(0.05)
+    meta = await handle.query("__temporal_workflow_metadata", result_type=WorkflowMetadata)
+    assert meta.current_details == "**running** · step 2/2 `slow` · 1 verified"
+    assert await search_attributes(handle) == {
+        "RaftStatus": "running",
+        "RaftPipeline": "indexed",
+        "RaftStep": "facts",  # where the rollback happened, not where the run is now
+        "RaftRollbacks": 1,
+    }
+    result = await run.result()
+    assert result.success
+    for _ in range(50):  # visibility is eventually consistent
+        if (attrs := await search_attributes(handle))["RaftStatus"] == "completed":
+            break
+        await asyncio.sleep(0.1)
+    assert attrs == {
+        "RaftStatus": "completed",
+        "RaftPipeline": "indexed",
+        "RaftStep": "slow",
+        "RaftRollbacks": 1,
+    }

@@ -293,18 +293,21 @@ def _input_attributes(arg: Any, info: activity.Info) -> dict[str, Any]:
         if arg.error_class is not None:
             attrs["raftline.retry_of"] = arg.error_class.value
     elif isinstance(arg, VerifyInput):
-        attrs.update(
-            {
-                "raftline.step": arg.step.name,
-                "raftline.attempt": arg.attempt,
-                "raftline.tier": arg.tier,
-                "raftline.inputs": ref_labels(arg.committed_refs),
-                "raftline.output_sha256": _sha256(arg.output.text),  # the output judged
-            }
-        )
+        attrs.update(verify_attributes(arg))
     elif isinstance(arg, CompensationInput):
         attrs.update({"raftline.step": arg.step, "raftline.idempotency_key": arg.idempotency_key})
     return attrs
+
+
+def verify_attributes(arg: VerifyInput) -> dict[str, Any]:
+    """What a verification looked at: shared by judge activities and the in-workflow L1."""
+    return {
+        "raftline.step": arg.step.name,
+        "raftline.attempt": arg.attempt,
+        "raftline.tier": arg.tier,
+        "raftline.inputs": ref_labels(arg.committed_refs),
+        "raftline.output_sha256": _sha256(arg.output.text),  # the output judged
+    }
 
 
 def _sha256(text: str) -> str:

@@ -341,7 +341,7 @@ class VerifiedPipeline:
         """
         if self._lean:
             verdict = check_rules(base)
-            rules_span(base.step.name, base.attempt, base.output, verdict, base.committed_refs)
+            rules_span(base, verdict)
             return verdict
         return await workflow.execute_local_activity(
             RULES_ACTIVITY,

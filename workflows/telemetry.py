@@ -9,17 +9,16 @@ functions of a TraceEvent: the workflow's state stays the single source of truth
 
 from __future__ import annotations
 
-import hashlib
 from typing import Any
 
 from temporalio import workflow
 
-from workflows.models import CommittedRef, EventType, StepOutput, TraceEvent, Verdict
+from workflows.models import EventType, TraceEvent, Verdict, VerifyInput
 
 try:  # the otel extra
     from temporalio.contrib.opentelemetry import TracingWorkflowInboundInterceptor
 
-    from observability import TRACEPARENT, ref_labels, result_attributes
+    from observability import TRACEPARENT, result_attributes, verify_attributes
 except ImportError:
     TracingWorkflowInboundInterceptor = None  # type: ignore[assignment,misc]
 
@@ -137,15 +136,13 @@ _HELP = {
 }
 
 
-def rules_span(
-    step: str, attempt: int, output: StepOutput, verdict: Verdict, refs: list[CommittedRef]
-) -> None:
+def rules_span(base: VerifyInput, verdict: Verdict) -> None:
     """The OpenTelemetry span of an L1 verdict, which has no activity span of its own.
 
     Only when the worker traces workflows (OpenTelemetry's TracingInterceptor, which
     records nothing on replay); beside the run's activity spans, linked like a judge's
-    span to the step attempt it checked. Uses the interceptor's span hook, which can take a link
-    (the public completed_span cannot); tests/test_observability.py pins it.
+    span to the step attempt it checked. Uses the interceptor's span hook, which can take
+    a link (the public completed_span cannot); tests/test_observability.py pins it.
     """
     if TracingWorkflowInboundInterceptor is None:
         return
@@ -156,16 +153,12 @@ def rules_span(
     attrs: dict[str, Any] = {
         "raftline.workflow_id": info.workflow_id,
         "raftline.run_id": info.run_id,
-        "raftline.step": step,
-        "raftline.attempt": attempt,
-        "raftline.tier": verdict.tier,
-        "raftline.inputs": ref_labels(refs),
-        "raftline.output_sha256": hashlib.sha256(output.text.encode("utf-8")).hexdigest(),
+        **verify_attributes(base),
         **result_attributes(verdict),
     }
-    judged = output.meta.get(TRACEPARENT)
+    judged = base.output.meta.get(TRACEPARENT)
     tracing._completed_span(
-        f"verify {step} {verdict.tier}",
+        f"verify {base.step.name} {verdict.tier}",
         link_context_carrier={TRACEPARENT: judged} if isinstance(judged, str) and judged else None,
         additional_attributes=attrs,
     )

@@ -16,7 +16,7 @@ import signal
 import sys
 from collections.abc import Callable, Sequence
 from datetime import timedelta
-from importlib.util import cache_from_source
+from importlib.util import MAGIC_NUMBER, cache_from_source
 from types import ModuleType
 from typing import Any
 
@@ -141,11 +141,28 @@ def cache_bytecode(module: ModuleType) -> None:
         return
     try:
         cached = cache_from_source(source)
-        if os.path.exists(cached) and os.path.getmtime(cached) >= os.path.getmtime(source):
+        if _bytecode_fresh(source, cached):
             return
         py_compile.compile(source, cfile=cached, doraise=True)
     except (OSError, py_compile.PyCompileError) as err:
         log.debug("bytecode not cached", module=module.__name__, error=str(err))
+
+
+def _bytecode_fresh(source: str, cached: str) -> bool:
+    """The import system's own test: the .pyc header records the source's mtime and size."""
+    try:
+        with open(cached, "rb") as f:
+            header = f.read(16)
+    except OSError:
+        return False
+    st = os.stat(source)
+    return (
+        len(header) == 16
+        and header[:4] == MAGIC_NUMBER
+        and int.from_bytes(header[4:8], "little") == 0  # timestamp-based, not hash-based
+        and int.from_bytes(header[8:12], "little") == int(st.st_mtime) & 0xFFFFFFFF
+        and int.from_bytes(header[12:16], "little") == st.st_size & 0xFFFFFFFF
+    )
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:

@@ -256,3 +256,56 @@ def test_connection_settings_from_a_profile_file(
         "agents",
         "k-1",
     )
+
+
+# ---------------------------------------------------------------- workflow bytecode
+
+
+def test_the_worker_caches_the_workflow_modules_bytecode_and_refreshes_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The sandbox imports the workflow module for every run: a worker writes its .pyc even
+    under PYTHONDONTWRITEBYTECODE, rewrites it when the source changes, and keeps a fresh one."""
+    import importlib.util
+    import sys
+
+    monkeypatch.setattr(sys, "dont_write_bytecode", True)
+    source = tmp_path / "flow_mod.py"
+    source.write_text("STEPS = 1\n")
+    spec = importlib.util.spec_from_file_location("flow_mod", source)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    cached = Path(importlib.util.cache_from_source(str(source)))
+    assert not cached.exists()  # the import itself wrote nothing
+
+    worker.cache_bytecode(module)
+    first = cached.read_bytes()
+    assert worker._bytecode_fresh(str(source), str(cached))
+    worker.cache_bytecode(module)
+    assert cached.read_bytes() == first  # fresh: left alone
+
+    source.write_text("STEPS = 22\n")  # a deployment changed the code
+    os.utime(source, (time.time() + 5, time.time() + 5))
+    assert not worker._bytecode_fresh(str(source), str(cached))
+    worker.cache_bytecode(module)
+    assert worker._bytecode_fresh(str(source), str(cached)) and cached.read_bytes() != first
+
+
+def test_a_read_only_install_keeps_running_without_cached_bytecode(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Nowhere to write the .pyc: the worker starts anyway (and pays the compile per run)."""
+    import sys
+    import types
+
+    source = tmp_path / "flow_ro.py"
+    source.write_text("STEPS = 1\n")
+    blocked = tmp_path / "a-file"
+    blocked.write_text("")
+    # Bytecode goes under the prefix, and nothing can be created under a file (as root too).
+    monkeypatch.setattr(sys, "pycache_prefix", str(blocked / "cache"))
+    module = types.ModuleType("flow_ro")
+    module.__file__ = str(source)
+    worker.cache_bytecode(module)  # no exception
+    assert not any(p.suffix == ".pyc" for p in tmp_path.rglob("*"))

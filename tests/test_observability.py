@@ -436,7 +436,7 @@ async def test_index_writes_follow_status_and_the_live_step_is_in_current_detail
             break
         await asyncio.sleep(0.05)
     meta = await handle.query("__temporal_workflow_metadata", result_type=WorkflowMetadata)
-    assert meta.current_details == "**running** · step 2/2 `slow` · 1 verified"
+    assert meta.current_details == "**running** · step 2/2 `slow` · 1/2 verified"
     assert await search_attributes(handle) == {
         "RaftStatus": "running",
         "RaftPipeline": "indexed",
@@ -455,3 +455,5 @@ async def test_index_writes_follow_status_and_the_live_step_is_in_current_detail
         "RaftStep": "slow",
         "RaftRollbacks": 1,
     }
+    meta = await handle.query("__temporal_workflow_metadata", result_type=WorkflowMetadata)
+    assert meta.current_details == "**completed** · 2/2 verified"

@@ -226,7 +226,7 @@ class VerifiedPipeline:
         self._step, self._attempt_no = step.name, attempt
         # The live step is in the UI's "current details" (no history event, no index
         # write); RaftStep in the index follows status changes and rollbacks.
-        workflow.set_current_details(self._details(step, attempt))
+        workflow.set_current_details(self._details())
         if not self._lean:
             self._upsert(RAFT_STEP.value_set(step.name))
         refs = self._refs()
@@ -647,6 +647,8 @@ class VerifiedPipeline:
 
     def _set_status(self, status: RunStatus) -> None:
         self._status = status
+        if self._inp is not None:
+            workflow.set_current_details(self._details())
         attrs = [RAFT_STATUS.value_set(status.value)]
         if status is RunStatus.RUNNING and self._inp is not None:
             attrs.append(RAFT_PIPELINE.value_set(self._spec.name))
@@ -661,13 +663,16 @@ class VerifiedPipeline:
             self._spec.name
         )
 
-    def _details(self, step: StepSpec, attempt: int) -> str:
-        index = next(i for i, s in enumerate(self._spec.steps, 1) if s.name == step.name)
-        retry = f" · retry {attempt}" if attempt else ""
-        return (
-            f"**{self._status.value}** · step {index}/{len(self._spec.steps)} "
-            f"`{step.name}`{retry} · {len(self._checkpoints)} verified"
-        )
+    def _details(self) -> str:
+        """The run's current details in the Web UI: where it is, in one line of markdown."""
+        total = len(self._spec.steps)
+        parts = [f"**{self._status.value}**"]
+        if self._step is not None and self._status in (RunStatus.RUNNING, RunStatus.BREAKER_OPEN):
+            index = next(i for i, s in enumerate(self._spec.steps, 1) if s.name == self._step)
+            retry = f" · retry {self._attempt_no}" if self._attempt_no else ""
+            parts.append(f"step {index}/{total} `{self._step}`{retry}")
+        parts.append(f"{len(self._checkpoints)}/{total} verified")
+        return " · ".join(parts)
 
     def _upsert(self, *updates: Any) -> None:
         if self._inp is not None and self._inp.search_attributes:

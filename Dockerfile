@@ -1,7 +1,7 @@
 # raftline image: the worker by default; the same image runs the CLI and the codec server.
 #   docker build -t raftline .
 #   docker run --rm -e TEMPORAL_ADDRESS=host.docker.internal:7233 raftline
-#   docker run --rm -e TEMPORAL_ADDRESS=... raftline python starter.py list
+#   docker run --rm -e TEMPORAL_ADDRESS=... raftline raftline list
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -12,19 +12,18 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 WORKDIR /app
 
-# The distribution: its top-level modules (*.py) and every package pyproject.toml lists.
+# The distribution: every folder pyproject.toml maps into the one package `raftline`.
 COPY pyproject.toml README.md ./
-COPY *.py ./
+COPY raftline ./raftline
 COPY workflows ./workflows
 COPY activities ./activities
 COPY verifiers ./verifiers
-COPY benchmarks ./benchmarks
-COPY raftline ./raftline
 COPY examples ./examples
 # The sandbox imports the workflow module afresh for every run: ship its bytecode, since
-# PYTHONDONTWRITEBYTECODE (and a read-only /app) keep the worker from writing it.
+# PYTHONDONTWRITEBYTECODE (and a read-only install) keep the worker from writing it.
 RUN pip install . \
-    && python -m compileall -q /app \
+    && python -m compileall -q "$(python -c 'import os, raftline; print(os.path.dirname(raftline.__file__))')" \
+    && rm -rf /app/* \
     && useradd --create-home --uid 10001 raftline \
     && mkdir -p /data \
     && chown raftline /data
@@ -32,5 +31,5 @@ RUN pip install . \
 USER raftline
 VOLUME ["/data"]
 
-# worker.py handles SIGTERM: in-flight tasks finish before it exits.
-CMD ["python", "worker.py"]
+# The worker handles SIGTERM: in-flight tasks finish before it exits.
+CMD ["raftline-worker"]

@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from workflows.models import CompensationInput, ErrorClass, StepInput, StepOutput
+from raftline.models import CompensationInput, ErrorClass, StepInput, StepOutput
 
 log = structlog.get_logger("raftline.agents")
 

@@ -15,7 +15,7 @@ import structlog
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.providers import (
+from raftline.activities.providers import (
     DEFAULT_MODELS,
     FATAL,
     RETRYABLE,
@@ -26,7 +26,8 @@ from activities.providers import (
     default_model,
     detect,
 )
-from verifiers.llm import (
+from raftline.models import StepInput, StepOutput, Usage, Verdict, VerifyInput
+from raftline.verifiers.llm import (
     PROMPT_VERSION,
     JudgeError,
     build_judge_prompt,
@@ -34,8 +35,7 @@ from verifiers.llm import (
     looks_like_injection,
     parse_verdict,
 )
-from verifiers.tiered import CircuitBreaker
-from workflows.models import StepInput, StepOutput, Usage, Verdict, VerifyInput
+from raftline.verifiers.tiered import CircuitBreaker
 
 log = structlog.get_logger(__name__)
 

@@ -28,7 +28,7 @@ import structlog
 from pydantic import BaseModel, Field
 from temporalio.exceptions import ApplicationError
 
-from workflows.models import Usage
+from raftline.models import Usage
 
 log = structlog.get_logger(__name__)
 

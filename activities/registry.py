@@ -9,8 +9,8 @@ from typing import Any
 from pydantic import ValidationError
 from temporalio import activity
 
-from activities import agents, verify
-from workflows.models import PipelineSpec, SpecError, describe_validation_error
+from raftline.activities import agents, verify
+from raftline.models import PipelineSpec, SpecError, describe_validation_error
 
 
 class ModuleError(ValueError):
@@ -20,7 +20,7 @@ class ModuleError(ValueError):
 def builtin_activities() -> list[Callable[..., Any]]:
     found = [*agents.ACTIVITIES, *verify.ACTIVITIES]
     try:  # the LLM step and judge need their SDKs; a worker without them still runs
-        from activities import llm
+        from raftline.activities import llm
     except ImportError:
         return found
     return [*found, *getattr(llm, "ACTIVITIES", [])]

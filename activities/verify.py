@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from temporalio import activity
 
-from verifiers.rules import check_rules
-from workflows.models import Verdict, VerifyInput
+from raftline.models import Verdict, VerifyInput
+from raftline.verifiers.rules import check_rules
 
 
 @activity.defn(name="raftline.rules")

@@ -48,9 +48,9 @@ from temporalio.service import RPCError
 
 from benchmarks.chaos_steps import JOURNAL_KEY
 from benchmarks.common import Progress, emit_json, machine, note, stop_process, table
-from embedded import EmbeddedServer, free_port
-from workflows.client import RaftlineClient, RaftlineError, RunHandle, connect
-from workflows.models import EventType, PipelineSpec, RunResult, RunStatus, Task
+from raftline.client import RaftlineClient, RaftlineError, RunHandle, temporal_client
+from raftline.embedded import EmbeddedServer, free_port
+from raftline.models import EventType, PipelineSpec, RunResult, RunStatus, Task
 
 ROOT = Path(__file__).resolve().parent.parent
 TOPIC = "Oslo"
@@ -197,7 +197,7 @@ class Cluster:
         deadline = time.monotonic() + limit_s
         while True:
             try:
-                client = await connect(self.server.address)
+                client = await temporal_client(self.server.address)
                 await client.workflow_service.describe_namespace(
                     DescribeNamespaceRequest(namespace=client.namespace)
                 )
@@ -244,7 +244,7 @@ async def wait_result(handle: RunHandle, until: float) -> RunResult | None:
 async def drive(
     prm: ChaosParams, cluster: Cluster, specs: dict[str, PipelineSpec]
 ) -> dict[str, RunResult | None]:
-    rc = RaftlineClient(await connect(cluster.server.address), queue=cluster.queue)
+    rc = RaftlineClient(await temporal_client(cluster.server.address), queue=cluster.queue)
     tag = uuid.uuid4().hex[:6]
     until = time.time() + prm.deadline_s
     results: dict[str, RunResult | None] = {}

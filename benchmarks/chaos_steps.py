@@ -17,8 +17,8 @@ from pathlib import Path
 
 from temporalio import activity
 
-from activities.agents import scripted
-from workflows.models import CompensationInput, StepInput, StepOutput
+from raftline.activities.agents import scripted
+from raftline.models import CompensationInput, StepInput, StepOutput
 
 JOURNAL_KEY = "journal"
 

@@ -21,15 +21,15 @@ import structlog
 from temporalio.client import Client
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
-from embedded import EmbeddedServer, free_port
-from workflows.client import RaftlineClient
+from raftline.client import RaftlineClient
+from raftline.embedded import EmbeddedServer, free_port
 
 log = structlog.get_logger("raftline.bench")
 
 
 def configure_logging(level: int = logging.WARNING) -> None:
     """Warnings only, on stderr: per-event INFO logs would cost more than the steps."""
-    from worker import configure_logging as worker_logging
+    from raftline.worker import configure_logging as worker_logging
 
     worker_logging(json_logs=False, level=level)
 
@@ -163,7 +163,7 @@ def bench_worker(
 ) -> Worker:
     """raftline's own worker (worker.build_worker). `unsandboxed` (the --fast mode) builds it
     with Temporal's workflow sandbox off: same workflow code, same outcomes, less CPU."""
-    import worker as raftline_worker
+    import raftline.worker as raftline_worker
 
     if not unsandboxed:
         return raftline_worker.build_worker(

@@ -40,7 +40,6 @@ from typing import Any
 from temporalio.client import Client
 from temporalio.worker import Interceptor, UnsandboxedWorkflowRunner, Worker, WorkflowRunner
 
-from activities.registry import collect
 from benchmarks.common import (
     bench_client,
     bench_worker,
@@ -52,11 +51,12 @@ from benchmarks.common import (
     table,
 )
 from benchmarks.plain import NOOP, PLAIN_WORKFLOW, PlainInput, PlainPipeline, PlainResult, noop
-from embedded import EmbeddedServer
-from worker import WORKFLOW_RUNNER, cache_bytecode
-from workflows.client import connect
-from workflows.models import PipelineSpec, RunStatus, Task
-from workflows.pipeline import VerifiedPipeline
+from raftline.activities.registry import collect
+from raftline.client import temporal_client
+from raftline.embedded import EmbeddedServer
+from raftline.models import PipelineSpec, RunStatus, Task
+from raftline.worker import WORKFLOW_RUNNER, cache_bytecode
+from raftline.workflows.pipeline import VerifiedPipeline
 
 TARGET = 0.85
 RUN_TIMEOUT_S = 300.0
@@ -210,8 +210,8 @@ def build_arms(client: Client, args: argparse.Namespace, tag: str) -> list[Arm]:
         plain("plain-unsandboxed", runner=UnsandboxedWorkflowRunner()),
     ]
     try:  # the worker's interceptors, on the plain workflow
-        from observability import RaftlineInterceptor
-        from redaction import RedactingInterceptor
+        from raftline.observability import RaftlineInterceptor
+        from raftline.redaction import RedactingInterceptor
     except ImportError:
         return arms
     return [
@@ -229,7 +229,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     address = args.address or server.address  # type: ignore[union-attr]
     tag = uuid.uuid4().hex[:6]
     try:
-        client = await connect(address)
+        client = await temporal_client(address)
         arms = build_arms(client, args, tag)
         times = {a.name: 0.0 for a in arms}
         failures = {a.name: 0 for a in arms}

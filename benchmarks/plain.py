@@ -13,7 +13,7 @@ from pydantic import BaseModel
 from temporalio import activity, workflow
 
 with workflow.unsafe.imports_passed_through():
-    from workflows.models import StepInput, StepOutput, Task
+    from raftline.models import StepInput, StepOutput, Task
 
 PLAIN_WORKFLOW = "bench.PlainPipeline"
 NOOP = "bench.noop"

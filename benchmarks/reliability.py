@@ -62,8 +62,6 @@ from typing import Any, Literal
 from pydantic import BaseModel
 from temporalio.worker import Worker
 
-from activities.agents import ScriptedParams, choose_fault, inject
-from activities.registry import collect
 from benchmarks.common import (
     Progress,
     bench_client,
@@ -81,9 +79,10 @@ from benchmarks.common import (
     wilson,
 )
 from benchmarks.sim_judge import SIM_JUDGE, SimJudgeParams, decide, judge_draw, sim_judge
-from verifiers.rules import check_rules
-from workflows.client import RaftlineClient, connect
-from workflows.models import (
+from raftline.activities.agents import ScriptedParams, choose_fault, inject
+from raftline.activities.registry import collect
+from raftline.client import RaftlineClient, temporal_client
+from raftline.models import (
     EventType,
     PipelineSpec,
     RunResult,
@@ -93,6 +92,7 @@ from workflows.models import (
     Task,
     VerifyInput,
 )
+from raftline.verifiers.rules import check_rules
 
 ArmName = Literal["baseline", "verified", "quorum"]
 ARMS: tuple[ArmName, ...] = ("baseline", "verified", "quorum")
@@ -681,7 +681,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     tag = f"rel-{uuid.uuid4().hex[:6]}"
     procs: list[subprocess.Popen[bytes]] = []
     try:
-        client = bench_client(await connect(address), f"bench-{tag}", not args.fast)
+        client = bench_client(await temporal_client(address), f"bench-{tag}", not args.fast)
         limits = (args.max_activities, args.max_workflow_tasks)
         worker: Any = make_worker(client, *limits, unsandboxed=args.fast)
         if args.workers:

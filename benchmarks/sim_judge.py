@@ -20,8 +20,8 @@ import hashlib
 from pydantic import BaseModel, ConfigDict, Field
 from temporalio import activity
 
-from verifiers.taxonomy import hint_for
-from workflows.models import ErrorClass, Verdict, VerifyInput
+from raftline.models import ErrorClass, Verdict, VerifyInput
+from raftline.verifiers.taxonomy import hint_for
 
 SIM_JUDGE = "bench.sim_judge"
 

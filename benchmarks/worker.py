@@ -9,11 +9,11 @@ import asyncio
 import signal
 from typing import Any
 
-from activities.registry import collect
 from benchmarks.common import bench_worker
 from benchmarks.plain import noop
 from benchmarks.sim_judge import sim_judge
-from workflows.client import connect
+from raftline.activities.registry import collect
+from raftline.client import temporal_client
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -29,7 +29,7 @@ def activities() -> list[Any]:
 
 
 async def serve(args: argparse.Namespace) -> int:
-    client = await connect(args.address)
+    client = await temporal_client(args.address)
     worker = bench_worker(
         client,
         args.task_queue,

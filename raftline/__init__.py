@@ -1,4 +1,4 @@
-"""raftline from Python: pipelines in code, one-call runs, and the client for services.
+"""raftline: start, follow and inspect verified pipeline runs.
 
 import raftline
 from raftline import Pipeline, Step
@@ -8,52 +8,52 @@ result = raftline.run(pipeline, "Should we expand to Oslo?")       # scripts, no
 client = await raftline.connect()                                   # backend services
 handle = await client.start(pipeline, "Should we expand to Oslo?")
 async for event in handle.events(after=last_seen_seq): ...
+
+Names are imported on first use: `import raftline` itself is cheap and has no side
+effects, because Temporal's workflow sandbox imports this package for every run.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import importlib
+from typing import TYPE_CHECKING, Any
 
-from raftline.local import arun, as_task, run, session
-from raftline.pipelines import Pipeline, Step, as_pipeline
-from raftline.steps import registered
-from workflows.client import (
-    ConfigError,
-    RaftlineClient,
-    RaftlineError,
-    RunHandle,
-    RunNotFound,
-    RunUnavailable,
-    TemporalUnreachable,
-)
-from workflows.models import (
-    Checks,
-    CompensationInput,
-    Criticality,
-    EventType,
-    PipelineSpec,
-    Policy,
-    RunResult,
-    RunStatus,
-    SpecError,
-    StatusView,
-    StepInput,
-    StepOutput,
-    Task,
-    TraceEvent,
-)
-
-
-async def connect(
-    address: str | None = None, queue: str | None = None, **options: Any
-) -> RaftlineClient:
-    """A client for a backend service: TEMPORAL_ADDRESS, TEMPORAL_NAMESPACE, API key and TLS
-    from the environment (temporalio.envconfig), RAFTLINE_TASK_QUEUE for `queue`.
-    Raises TemporalUnreachable. `options` go to temporalio's Client.connect."""
-    from workflows.client import connect as connect_temporal
-
-    return RaftlineClient(await connect_temporal(address, **options), queue)
-
+# Public name -> the module that defines it.
+_EXPORTS = {
+    "arun": "raftline.local",
+    "as_task": "raftline.local",
+    "run": "raftline.local",
+    "session": "raftline.local",
+    "Pipeline": "raftline.pipelines",
+    "Step": "raftline.pipelines",
+    "as_pipeline": "raftline.pipelines",
+    "registered": "raftline.steps",
+    "connect": "raftline.client",
+    "ConfigError": "raftline.client",
+    "RaftlineClient": "raftline.client",
+    "RaftlineError": "raftline.client",
+    "RunExists": "raftline.client",
+    "RunHandle": "raftline.client",
+    "RunNotFound": "raftline.client",
+    "RunUnavailable": "raftline.client",
+    "TemporalUnreachable": "raftline.client",
+    "Checks": "raftline.models",
+    "CompensationInput": "raftline.models",
+    "Criticality": "raftline.models",
+    "EventType": "raftline.models",
+    "PipelineSpec": "raftline.models",
+    "Policy": "raftline.models",
+    "RunResult": "raftline.models",
+    "RunStatus": "raftline.models",
+    "SpecError": "raftline.models",
+    "StatusView": "raftline.models",
+    "StepInput": "raftline.models",
+    "StepOutput": "raftline.models",
+    "Task": "raftline.models",
+    "TraceEvent": "raftline.models",
+    "Usage": "raftline.models",
+    "Verdict": "raftline.models",
+}
 
 __all__ = [
     "Checks",
@@ -66,6 +66,7 @@ __all__ = [
     "Policy",
     "RaftlineClient",
     "RaftlineError",
+    "RunExists",
     "RunHandle",
     "RunNotFound",
     "RunResult",
@@ -79,6 +80,8 @@ __all__ = [
     "Task",
     "TemporalUnreachable",
     "TraceEvent",
+    "Usage",
+    "Verdict",
     "arun",
     "as_pipeline",
     "as_task",
@@ -87,3 +90,50 @@ __all__ = [
     "run",
     "session",
 ]
+
+if TYPE_CHECKING:
+    from raftline.client import (
+        ConfigError,
+        RaftlineClient,
+        RaftlineError,
+        RunExists,
+        RunHandle,
+        RunNotFound,
+        RunUnavailable,
+        TemporalUnreachable,
+        connect,
+    )
+    from raftline.local import arun, as_task, run, session
+    from raftline.models import (
+        Checks,
+        CompensationInput,
+        Criticality,
+        EventType,
+        PipelineSpec,
+        Policy,
+        RunResult,
+        RunStatus,
+        SpecError,
+        StatusView,
+        StepInput,
+        StepOutput,
+        Task,
+        TraceEvent,
+        Usage,
+        Verdict,
+    )
+    from raftline.pipelines import Pipeline, Step, as_pipeline
+    from raftline.steps import registered
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'raftline' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # once: later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])

@@ -24,18 +24,24 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from embedded import EmbeddedServer, ServerError, embedded_for, is_local, port_open, split_address
-from raftline.pipelines import Pipeline, as_pipeline
-from workflows.client import (
+from raftline.client import (
     ConfigError,
     RaftlineClient,
     RunHandle,
     TemporalUnreachable,
-    connect,
     connect_config,
     task_queue,
+    temporal_client,
 )
-from workflows.models import (
+from raftline.embedded import (
+    EmbeddedServer,
+    ServerError,
+    embedded_for,
+    is_local,
+    port_open,
+    split_address,
+)
+from raftline.models import (
     PipelineSpec,
     RunResult,
     SpecError,
@@ -43,6 +49,7 @@ from workflows.models import (
     TraceEvent,
     describe_validation_error,
 )
+from raftline.pipelines import Pipeline, as_pipeline
 
 PipelineLike = Pipeline | PipelineSpec | str | Path
 TaskLike = Task | str | dict[str, Any]
@@ -97,7 +104,7 @@ async def session(
     pipes = [as_pipeline(p) for p in pipelines]
     acts: dict[str, Callable[..., Any]] = {}
     if worker:
-        from activities.registry import activity_name, collect
+        from raftline.activities.registry import activity_name, collect
 
         for act in [*collect(), *(a for p in pipes for a in p.worker_activities()), *activities]:
             acts[activity_name(act)] = act
@@ -119,11 +126,11 @@ async def session(
         except ServerError as exc:
             raise TemporalUnreachable(str(exc)) from None
     try:
-        client = RaftlineClient(await connect(target), queue)
+        client = RaftlineClient(await temporal_client(target), queue)
         if not worker:
             yield client
             return
-        from worker import build_worker
+        from raftline.worker import build_worker
 
         async with build_worker(client.client, client.task_queue, list(acts.values())):
             yield client

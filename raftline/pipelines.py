@@ -20,21 +20,21 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
-from activities.registry import ModuleError, activity_name, check_spec, collect
-from raftline.steps import (
-    compensation_activity,
-    default_name,
-    defined_name,
-    returns_model,
-    step_activity,
-)
-from workflows.models import (
+from raftline.activities.registry import ModuleError, activity_name, check_spec, collect
+from raftline.models import (
     Checks,
     Criticality,
     PipelineSpec,
     Policy,
     SpecError,
     VerifierSpec,
+)
+from raftline.steps import (
+    compensation_activity,
+    default_name,
+    defined_name,
+    returns_model,
+    step_activity,
 )
 
 

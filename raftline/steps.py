@@ -29,7 +29,7 @@ from pydantic import BaseModel
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from workflows.models import CompensationInput, SpecError, StepInput, StepOutput
+from raftline.models import CompensationInput, SpecError, StepInput, StepOutput
 
 StepFunction = Callable[..., Any]
 

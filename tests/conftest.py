@@ -12,11 +12,11 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
-from activities.registry import collect
-from embedded import EmbeddedServer, free_port
-from worker import build_worker
-from workflows.client import RaftlineClient, connect
-from workflows.models import PipelineSpec
+from raftline.activities.registry import collect
+from raftline.client import RaftlineClient, temporal_client
+from raftline.embedded import EmbeddedServer, free_port
+from raftline.models import PipelineSpec
+from raftline.worker import build_worker
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "test-artifacts"
@@ -35,7 +35,7 @@ def temporal_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Embedd
 
 @pytest_asyncio.fixture(scope="session")
 async def client(temporal_server: EmbeddedServer) -> RaftlineClient:
-    return RaftlineClient(await connect(temporal_server.address), queue="raftline-tests")
+    return RaftlineClient(await temporal_client(temporal_server.address), queue="raftline-tests")
 
 
 @pytest.fixture

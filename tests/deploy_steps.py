@@ -8,7 +8,7 @@ import os
 
 from temporalio import activity
 
-from workflows.models import StepInput, StepOutput, Verdict, VerifyInput
+from raftline.models import StepInput, StepOutput, Verdict, VerifyInput
 
 
 @activity.defn(name="whoami")

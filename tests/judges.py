@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from temporalio import activity
 
-from workflows.models import ErrorClass, Usage, Verdict, VerifyInput
+from raftline.models import ErrorClass, Usage, Verdict, VerifyInput
 
 PROVIDER = "fakellm"
 

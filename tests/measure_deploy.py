@@ -27,12 +27,12 @@ from temporalio.api.enums.v1 import TaskQueueType
 from temporalio.api.taskqueue.v1 import TaskQueue
 from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 
-from activities.registry import collect
-from codec import EncryptionCodec, new_key, parse_key
-from embedded import EmbeddedServer, free_port
-from worker import build_worker
-from workflows.client import RaftlineClient, connect
-from workflows.models import PipelineSpec, Task
+from raftline.activities.registry import collect
+from raftline.client import RaftlineClient, temporal_client
+from raftline.codec import EncryptionCodec, new_key, parse_key
+from raftline.embedded import EmbeddedServer, free_port
+from raftline.models import PipelineSpec, Task
+from raftline.worker import build_worker
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -104,7 +104,7 @@ async def throughput(args: argparse.Namespace) -> dict[str, Any]:
     home = Path(tempfile.mkdtemp(prefix="raftline-bench-"))
     server = EmbeddedServer(free_port(), None, None, home / "server.log", headless=True).start()
     try:
-        base = RaftlineClient(await connect(server.address))
+        base = RaftlineClient(await temporal_client(server.address))
         spec = pipeline(args.steps, args.sleep)
         for n in (1, 3):
             queue = f"bench-{n}-{time.monotonic_ns()}"
@@ -155,7 +155,7 @@ async def codec_overhead(args: argparse.Namespace) -> dict[str, Any]:
                     os.environ["RAFTLINE_ENCRYPTION_KEY"] = new_key()
                 else:
                     os.environ.pop("RAFTLINE_ENCRYPTION_KEY", None)
-                client = await connect(server.address)
+                client = await temporal_client(server.address)
                 queue = f"codec-{mode}-{rnd}"
                 async with build_worker(client, queue, collect()):
                     raft = RaftlineClient(client, queue)

@@ -28,13 +28,13 @@ from typing import Any
 
 import structlog
 
-from activities.llm import reset_breakers
-from activities.registry import collect
-from embedded import EmbeddedServer, free_port
+from raftline.activities.llm import reset_breakers
+from raftline.activities.registry import collect
+from raftline.client import RaftlineClient, temporal_client
+from raftline.embedded import EmbeddedServer, free_port
+from raftline.models import EventType, PipelineSpec, RunResult, Task
+from raftline.worker import build_worker
 from tests.fake_llm import FakeLLM, Recorded, Reply, isolated_env, provider_env, verdict_json
-from worker import build_worker
-from workflows.client import RaftlineClient, connect
-from workflows.models import EventType, PipelineSpec, RunResult, Task
 
 ROOT = Path(__file__).resolve().parent.parent
 QUORUM = {
@@ -85,7 +85,7 @@ def with_policy(spec: PipelineSpec, **policy: Any) -> PipelineSpec:
 
 
 async def judge_calls(client: RaftlineClient, fake: FakeLLM) -> None:
-    from starter import DEMO_GOAL, DEMO_INPUTS
+    from raftline.cli import DEMO_GOAL, DEMO_INPUTS
 
     demo = PipelineSpec.from_yaml(ROOT / "examples" / "board_memo.yaml")
     task = Task(goal=DEMO_GOAL, inputs=DEMO_INPUTS)
@@ -169,7 +169,7 @@ async def main() -> None:
             os.environ.update(provider_env(fake, "openai"), **provider_env(fake, "anthropic"))
             os.environ["RAFTLINE_VERIFIER_PROVIDER"] = "openai"
             queue = f"measure-{uuid.uuid4().hex[:8]}"
-            temporal = await connect(server.address)
+            temporal = await temporal_client(server.address)
             async with build_worker(temporal, queue, collect()):
                 client = RaftlineClient(temporal, queue)
                 await judge_calls(client, fake)

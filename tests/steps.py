@@ -6,7 +6,7 @@ import json
 
 from temporalio import activity
 
-from workflows.models import StepInput, StepOutput
+from raftline.models import StepInput, StepOutput
 
 
 @activity.defn(name="echo_context")

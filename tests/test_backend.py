@@ -12,9 +12,9 @@ import httpx
 import pytest_asyncio
 import uvicorn
 
-from embedded import EmbeddedServer, free_port
 from examples.backend.app import create_app
 from examples.backend.pipelines import oslo_brief
+from raftline.embedded import EmbeddedServer, free_port
 
 Frame = dict[str, Any]
 

@@ -23,8 +23,8 @@ from benchmarks.reliability import (
     summarise,
 )
 from benchmarks.sim_judge import SimJudgeParams, decide, judge_draw
-from embedded import EmbeddedServer
-from workflows.client import RaftlineClient
+from raftline.client import RaftlineClient
+from raftline.embedded import EmbeddedServer
 
 
 def test_scripted_faults_pass_the_disabled_l1_rules() -> None:

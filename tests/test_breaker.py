@@ -14,11 +14,11 @@ import pytest_asyncio
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
-from activities.registry import collect
+from raftline.activities.registry import collect
+from raftline.client import RaftlineClient
+from raftline.models import EventType, RunStatus, Task
+from raftline.worker import build_worker
 from tests.conftest import spec
-from worker import build_worker
-from workflows.client import RaftlineClient
-from workflows.models import EventType, RunStatus, Task
 
 TASK = Task(goal="breaker test")
 COOLDOWN_S = 600

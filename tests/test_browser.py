@@ -18,13 +18,13 @@ from pathlib import Path
 
 import pytest
 
-from activities.registry import collect
-from embedded import EmbeddedServer, free_port, port_open
-from starter import DEMO_GOAL, DEMO_INPUTS, DEMO_PIPELINE
+from raftline.activities.registry import collect
+from raftline.cli import DEMO_GOAL, DEMO_INPUTS, DEMO_PIPELINE
+from raftline.client import RaftlineClient, temporal_client
+from raftline.embedded import EmbeddedServer, free_port, port_open
+from raftline.models import PipelineSpec, Task
+from raftline.worker import build_worker
 from tests.conftest import ARTIFACTS
-from worker import build_worker
-from workflows.client import RaftlineClient, connect
-from workflows.models import PipelineSpec, Task
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = pytest.mark.skipif(
@@ -85,7 +85,7 @@ async def test_web_ui_shows_the_demo_run_and_its_raft_status(
     ui_server: EmbeddedServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("RAFTLINE_HOME", str(tmp_path))  # the demo's outbox
-    client = await connect(ui_server.address, tracing=False)
+    client = await temporal_client(ui_server.address, tracing=False)
     queue = f"ui-{uuid.uuid4().hex[:8]}"
     workflow_id = f"board_memo-ui-{uuid.uuid4().hex[:6]}"
     spec = PipelineSpec.from_yaml(DEMO_PIPELINE)

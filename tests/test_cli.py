@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
-from embedded import EmbeddedServer, free_port, port_open
-from starter import DEMO_GOAL, DEMO_INPUTS
+from raftline.cli import DEMO_GOAL, DEMO_INPUTS
+from raftline.embedded import EmbeddedServer, free_port, port_open
 from tests.conftest import PYTHON, ROOT, SUMMARY_KEYS, cli_env
 
 DEMO = str(ROOT / "examples" / "board_memo.yaml")

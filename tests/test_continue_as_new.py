@@ -10,11 +10,11 @@ from typing import Any
 from temporalio.api.enums.v1 import EventType as HistoryEvent
 from temporalio.worker import Replayer
 
-from embedded import EmbeddedServer
+from raftline.client import RaftlineClient
+from raftline.embedded import EmbeddedServer
+from raftline.models import EventType, RunStatus, Task
+from raftline.workflows.pipeline import VerifiedPipeline
 from tests.conftest import PYTHON, ROOT, cli_env, spec
-from workflows.client import RaftlineClient
-from workflows.models import EventType, RunStatus, Task
-from workflows.pipeline import VerifiedPipeline
 
 STEPS = 7
 

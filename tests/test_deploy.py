@@ -19,11 +19,11 @@ from typing import Any
 import pytest
 import yaml
 
-import worker
-from embedded import SEARCH_ATTRIBUTE_TYPES, free_port, port_open, temporal_binary
-from starter import build_parser
+from raftline import worker
+from raftline.cli import build_parser
+from raftline.client import SEARCH_ATTRIBUTES, connect_config
+from raftline.embedded import SEARCH_ATTRIBUTE_TYPES, free_port, port_open, temporal_binary
 from tests.conftest import ROOT
-from workflows.client import SEARCH_ATTRIBUTES, connect_config
 
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
 SERVICES: dict[str, Any] = COMPOSE["services"]
@@ -91,20 +91,20 @@ def test_named_volumes() -> None:
 
 def test_worker_commands_parse_with_worker_py() -> None:
     main = SERVICES["worker"]["command"]
-    assert main[:2] == ["python", "worker.py"]
-    args = worker.parse_args([interpolate(a) for a in main[2:]])
+    assert main[0] == "raftline-worker"
+    args = worker.parse_args([interpolate(a) for a in main[1:]])
     assert args.max_activities >= 1 and not args.activities_only
     assert args.task_queue is None  # the main queue comes from RAFTLINE_TASK_QUEUE
 
     judges = SERVICES["judge-worker"]["command"]
-    assert judges[:2] == ["python", "worker.py"]
-    args = worker.parse_args(judges[2:])
+    assert judges[0] == "raftline-worker"
+    args = worker.parse_args(judges[1:])
     assert args.task_queue == "raftline-judges" and args.activities_only
     assert args.max_activities >= 1
 
     codec = SERVICES["codec-server"]["command"]
-    assert codec[:2] == ["python", "starter.py"]
-    args = build_parser().parse_args(codec[2:])
+    assert codec[:2] == ["raftline", "codec-server"]
+    args = build_parser().parse_args(codec[1:])
     assert args.command == "codec-server" and args.host == "0.0.0.0" and args.port == 8081
     assert args.cors_origin == ["http://localhost:8080"]  # the UI's origin
 
@@ -188,13 +188,12 @@ def test_dockerfile_ships_the_whole_distribution() -> None:
     dockerfile = (ROOT / "Dockerfile").read_text()
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
     copied = set(re.findall(r"^COPY (\S+) ", dockerfile, re.M))
-    assert "*.py" in copied  # the top-level modules
-    for module in project["py-modules"]:
-        assert (ROOT / f"{module}.py").is_file()
-    for package in project["packages"]:
-        assert package in copied, f"Dockerfile does not COPY {package}"
+    assert "py-modules" not in project  # one import name: everything is inside raftline
+    for package, folder in project["package-dir"].items():
+        assert package in project["packages"]
+        assert folder in copied, f"Dockerfile does not COPY {folder} ({package})"
     assert "pip install ." in dockerfile
-    assert re.search(r'^CMD \["python", "worker.py"\]', dockerfile, re.M)
+    assert re.search(r'^CMD \["raftline-worker"\]', dockerfile, re.M)
     assert re.search(r"^USER (?!root)", dockerfile, re.M)  # not as root
     ignored = (ROOT / ".dockerignore").read_text().split()
     assert {".git", "tests", "raftline.env", ".env"} <= set(ignored)

@@ -17,8 +17,9 @@ import pytest_asyncio
 from temporalio.api.common.v1 import Payload
 from temporalio.client import Client
 
-from activities.registry import collect
-from codec import (
+from raftline.activities.registry import collect
+from raftline.client import ConfigError, RaftlineClient, temporal_client
+from raftline.codec import (
     ENCODING,
     DecryptionError,
     EncryptionCodec,
@@ -30,11 +31,10 @@ from codec import (
     parse_key,
     serve_in_thread,
 )
-from embedded import EmbeddedServer, free_port, temporal_binary
+from raftline.embedded import EmbeddedServer, free_port, temporal_binary
+from raftline.models import Task
+from raftline.worker import build_worker
 from tests.conftest import PYTHON, ROOT, cli_env, spec
-from worker import build_worker
-from workflows.client import ConfigError, RaftlineClient, connect
-from workflows.models import Task
 
 SECRET = "the launch codeword is PURPLE-OTTER-42"
 KEY = new_key()
@@ -97,7 +97,7 @@ async def encrypted(
 ) -> AsyncIterator[RaftlineClient]:
     """A client and an in-process worker, both with RAFTLINE_ENCRYPTION_KEY set."""
     monkeypatch.setenv("RAFTLINE_ENCRYPTION_KEY", f"test-1:{KEY}")
-    client = await connect(temporal_server.address)
+    client = await temporal_client(temporal_server.address)
     async with build_worker(client, queue, collect()):
         yield RaftlineClient(client, queue)
 
@@ -153,7 +153,7 @@ async def test_without_a_key_the_same_check_finds_the_secret(
     temporal_server: EmbeddedServer, client: RaftlineClient, queue: str, home: Path
 ) -> None:
     """The control: the history check above would catch a plaintext secret."""
-    plain = await connect(temporal_server.address)
+    plain = await temporal_client(temporal_server.address)
     async with build_worker(plain, queue, collect()):
         result = await RaftlineClient(plain, queue).run(spec(steps()), Task(goal=SECRET))
     assert contains_anywhere(history_json(temporal_server, result.workflow_id), SECRET)
@@ -166,7 +166,7 @@ async def test_rotated_key_still_reads_old_runs(
     await handle.result()
     monkeypatch.setenv("RAFTLINE_ENCRYPTION_KEY", f"test-2:{new_key()}")
     monkeypatch.setenv("RAFTLINE_ENCRYPTION_KEYS", f"test-1:{KEY}")
-    rotated: Client = await connect(temporal_server.address)
+    rotated: Client = await temporal_client(temporal_server.address)
     result = await RaftlineClient(rotated, encrypted.task_queue).get(handle.id).result()
     assert SECRET in (result.output or "")
 
@@ -217,7 +217,7 @@ async def test_bad_key_is_a_config_error(
 ) -> None:
     monkeypatch.setenv("RAFTLINE_ENCRYPTION_KEY", "not-a-key")
     with pytest.raises(ConfigError, match="RAFTLINE_ENCRYPTION_KEY"):
-        await connect(temporal_server.address)
+        await temporal_client(temporal_server.address)
 
 
 # ---------------------------------------------------------------- the codec server

@@ -13,10 +13,12 @@ from temporalio.api.common.v1 import Payload
 from temporalio.converter import StorageDriverClaim, StorageDriverStoreContext
 from temporalio.converter import StorageDriverWorkflowInfo as WorkflowTarget
 
-from activities.registry import collect
-from codec import new_key
-from embedded import EmbeddedServer
-from storage import (
+from raftline.activities.registry import collect
+from raftline.client import RaftlineClient, temporal_client
+from raftline.codec import new_key
+from raftline.embedded import EmbeddedServer
+from raftline.models import RunStatus, Task
+from raftline.storage import (
     DEFAULT_THRESHOLD,
     FileStorageDriver,
     PayloadMissing,
@@ -24,12 +26,10 @@ from storage import (
     external_storage_from_env,
     s3_driver,
 )
+from raftline.worker import build_worker
+from raftline.workflows.pipeline import VerifiedPipeline
 from tests.conftest import spec
 from tests.deploy_steps import big_text
-from worker import build_worker
-from workflows.client import RaftlineClient, connect
-from workflows.models import RunStatus, Task
-from workflows.pipeline import VerifiedPipeline
 
 MB = 1024 * 1024
 
@@ -48,7 +48,7 @@ async def stored(
     monkeypatch.delenv("RAFTLINE_STORAGE_THRESHOLD", raising=False)
     if getattr(request, "param", None) == "encrypted":
         monkeypatch.setenv("RAFTLINE_ENCRYPTION_KEY", new_key())
-    client = await connect(temporal_server.address)
+    client = await temporal_client(temporal_server.address)
     async with build_worker(client, queue, collect(["tests.deploy_steps"])):
         yield RaftlineClient(client, queue)
 

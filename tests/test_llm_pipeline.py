@@ -18,9 +18,21 @@ from typing import Any
 
 import pytest
 
-from activities.llm import reset_breakers
-from activities.providers import cost_usd, default_model, price_of
-from embedded import EmbeddedServer
+from raftline.activities.llm import reset_breakers
+from raftline.activities.providers import cost_usd, default_model, price_of
+from raftline.client import RaftlineClient
+from raftline.embedded import EmbeddedServer
+from raftline.models import (
+    ErrorClass,
+    EventType,
+    PipelineSpec,
+    RunResult,
+    RunStatus,
+    Task,
+    Verdict,
+)
+from raftline.verifiers.llm import PROMPT_VERSION
+from raftline.verifiers.tiered import plan_judges
 from tests.conftest import PYTHON, ROOT, cli_env, spec
 from tests.fake_llm import (
     FakeLLM,
@@ -30,18 +42,6 @@ from tests.fake_llm import (
     isolated_env,
     provider_env,
     verdict_json,
-)
-from verifiers.llm import PROMPT_VERSION
-from verifiers.tiered import plan_judges
-from workflows.client import RaftlineClient
-from workflows.models import (
-    ErrorClass,
-    EventType,
-    PipelineSpec,
-    RunResult,
-    RunStatus,
-    Task,
-    Verdict,
 )
 
 EXAMPLE = ROOT / "examples" / "llm_review.yaml"

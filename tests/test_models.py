@@ -8,8 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, SUMMARY_KEYS
-from workflows.models import (
+from raftline.models import (
     CompensationOutcome,
     PipelineSpec,
     RunResult,
@@ -18,6 +17,7 @@ from workflows.models import (
     StepOutput,
     Usage,
 )
+from tests.conftest import ROOT, SUMMARY_KEYS
 
 # The CLI contract of DESIGN.md, plus the one-line error of a failed run.
 RESULT_KEYS = SUMMARY_KEYS | {"error"}

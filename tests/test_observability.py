@@ -23,20 +23,20 @@ from temporalio import workflow
 from temporalio.api.sdk.v1 import WorkflowMetadata
 from temporalio.contrib.opentelemetry import TracingInterceptor
 
-from activities.registry import collect
-from embedded import EmbeddedServer, free_port
-from observability import (
+from raftline.activities.registry import collect
+from raftline.client import RaftlineClient, temporal_client
+from raftline.embedded import EmbeddedServer, free_port
+from raftline.models import EventType, PipelineSpec, RunResult, Task
+from raftline.observability import (
     ObservabilityError,
     RaftlineInterceptor,
     configure_tracing,
     metrics_runtime,
     tracing_requested,
 )
+from raftline.verifiers.rules import RULES_VERSION
+from raftline.worker import _lift_raftline_fields, build_worker
 from tests.conftest import PYTHON, ROOT, cli_env, spec
-from verifiers.rules import RULES_VERSION
-from worker import _lift_raftline_fields, build_worker
-from workflows.client import RaftlineClient, connect
-from workflows.models import EventType, PipelineSpec, RunResult, Task
 
 TASK = Task(goal="Plan the Oslo launch", inputs={"market": "Oslo has 720,000 residents"})
 MODULES = ["tests.steps", "tests.judges"]
@@ -306,7 +306,9 @@ async def test_spans_link_workflow_steps_and_verifications(
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     tracer = provider.get_tracer("test")
     temporal_tracing = TracingInterceptor(tracer, always_create_workflow_spans=True)
-    traced = await connect(temporal_server.address, tracing=False, interceptors=[temporal_tracing])
+    traced = await temporal_client(
+        temporal_server.address, tracing=False, interceptors=[temporal_tracing]
+    )
     ours = [RaftlineInterceptor(tracer)]
     async with build_worker(traced, queue, collect(MODULES), interceptors=ours):
         result: RunResult = await RaftlineClient(traced, queue).run(drift_and_judge("traced"), TASK)

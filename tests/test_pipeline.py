@@ -10,11 +10,11 @@ import pytest
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
+from raftline.client import RaftlineClient
+from raftline.models import ErrorClass, EventType, RunStatus, Task
+from raftline.verifiers.taxonomy import HINTS
+from raftline.workflows.pipeline import VerifiedPipeline
 from tests.conftest import spec
-from verifiers.taxonomy import HINTS
-from workflows.client import RaftlineClient
-from workflows.models import ErrorClass, EventType, RunStatus, Task
-from workflows.pipeline import VerifiedPipeline
 
 TASK = Task(goal="Plan the Oslo launch", inputs={"budget": "4.2 million EUR"})
 

@@ -8,7 +8,7 @@ from datetime import timedelta
 import pytest
 from temporalio.exceptions import ApplicationError
 
-from activities.providers import (
+from raftline.activities.providers import (
     FATAL,
     RETRYABLE,
     CompletionRequest,

@@ -17,14 +17,12 @@ from pydantic import BaseModel
 from temporalio.client import WorkflowExecutionStatus
 
 import raftline
-from activities.registry import activity_name
-from embedded import EmbeddedServer, free_port, port_open
 from raftline import CompensationInput, Pipeline, Step, StepInput
-from tests.conftest import ROOT, cli_env
-from worker import build_worker
-from workflows import client as client_module
-from workflows.client import RaftlineClient, connect
-from workflows.models import (
+from raftline import client as client_module
+from raftline.activities.registry import activity_name
+from raftline.client import RaftlineClient, temporal_client
+from raftline.embedded import EmbeddedServer, free_port, port_open
+from raftline.models import (
     ErrorClass,
     EventType,
     PipelineSpec,
@@ -33,6 +31,8 @@ from workflows.models import (
     Task,
     TraceEvent,
 )
+from raftline.worker import build_worker
+from tests.conftest import ROOT, cli_env
 
 TASK = Task(goal="Should Acme expand its bike sharing to Oslo?")
 FAST = {"activity_retry": {"max_attempts": 2, "initial_interval_s": 0.1}}
@@ -244,7 +244,7 @@ async def test_events_exactly_once_in_order_across_a_reconnect(
     first = await take(handle.events(), until_seq=6)
     assert await handle.is_running()  # the consumer left mid-run
     # A new connection (another process, after a restart) resumes from the last seq.
-    other = RaftlineClient(await connect(temporal_server.address), queue)
+    other = RaftlineClient(await temporal_client(temporal_server.address), queue)
     rest = [e async for e in other.get(handle.id).events(after=first[-1].seq)]
     result = await handle.result()
     seen = first + rest
@@ -264,7 +264,7 @@ async def test_events_keep_following_across_a_worker_restart(
     client: RaftlineClient, queue: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """While no worker answers the trace query (a deploy), events() waits, then goes on."""
-    from activities.registry import collect
+    from raftline.activities.registry import collect
 
     monkeypatch.setattr(client_module, "QUERY_TIMEOUT", timedelta(seconds=0.3))
     c = RaftlineClient(client.client, queue)

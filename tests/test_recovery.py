@@ -8,10 +8,10 @@ import signal
 import subprocess
 from pathlib import Path
 
-from embedded import EmbeddedServer
+from raftline.client import RaftlineClient
+from raftline.embedded import EmbeddedServer
+from raftline.models import RunStatus, Task
 from tests.conftest import PYTHON, ROOT, cli_env, spec
-from workflows.client import RaftlineClient
-from workflows.models import RunStatus, Task
 
 
 def start_worker(server: EmbeddedServer, queue: str, home: Path) -> subprocess.Popen[bytes]:

@@ -10,13 +10,13 @@ from pathlib import Path
 import pytest
 import structlog
 
-from activities.registry import collect
-from embedded import EmbeddedServer
-from redaction import MASK, Redactor
+from raftline.activities.registry import collect
+from raftline.client import RaftlineClient, temporal_client
+from raftline.embedded import EmbeddedServer
+from raftline.models import EventType, Task
+from raftline.redaction import MASK, Redactor
+from raftline.worker import build_worker, configure_logging
 from tests.conftest import spec
-from worker import build_worker, configure_logging
-from workflows.client import RaftlineClient, connect
-from workflows.models import EventType, Task
 
 OPENAI = "sk-proj-Zx81Qw0PlmN7vB3cX9aS2dF4gH6jK8lL"
 AWS_ID = "AKIAIOSFODNN7EXAMPLE"
@@ -137,7 +137,7 @@ async def test_step_errors_and_judge_reasons_are_redacted_in_trace_and_history(
     temporal_server: EmbeddedServer, queue: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("RAFTLINE_HOME", str(tmp_path))
-    client = await connect(temporal_server.address)
+    client = await temporal_client(temporal_server.address)
     pipeline = spec(
         [
             {"name": "fetch", "goal": "fetch", "activity": "leaky", "params": {"key": OPENAI}},

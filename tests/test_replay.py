@@ -24,11 +24,11 @@ from temporalio.client import WorkflowHistory
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer, UnsandboxedWorkflowRunner
 
-from embedded import free_port
-from observability import metrics_runtime
-from worker import WORKFLOW_RUNNER
-from workflows.models import RunInput, RunResult, Verdict
-from workflows.pipeline import VerifiedPipeline
+from raftline.embedded import free_port
+from raftline.models import RunInput, RunResult, Verdict
+from raftline.observability import metrics_runtime
+from raftline.worker import WORKFLOW_RUNNER
+from raftline.workflows.pipeline import VerifiedPipeline
 
 HISTORIES = Path(__file__).resolve().parent / "histories"
 SCENARIOS = ["clean", "rollback", "judged", "compensation", "breaker", "cancel"]

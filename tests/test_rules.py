@@ -6,9 +6,9 @@ from typing import Any
 
 import pytest
 
-from verifiers.rules import RULE_NAMES, check_rules, json_equal, strip_fence
-from verifiers.taxonomy import HINTS
-from workflows.models import ErrorClass, Verdict, VerifyInput
+from raftline.models import ErrorClass, Verdict, VerifyInput
+from raftline.verifiers.rules import RULE_NAMES, check_rules, json_equal, strip_fence
+from raftline.verifiers.taxonomy import HINTS
 
 LONG_OK = (
     "Third-quarter sales grew in every region, led by strong demand in the north, "

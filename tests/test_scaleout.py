@@ -13,12 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from activities.registry import collect
-from embedded import EmbeddedServer
+from raftline.activities.registry import collect
+from raftline.client import RaftlineClient
+from raftline.embedded import EmbeddedServer
+from raftline.models import RunStatus, Task
+from raftline.worker import build_worker
 from tests.conftest import PYTHON, ROOT, cli_env, spec
-from worker import build_worker
-from workflows.client import RaftlineClient
-from workflows.models import RunStatus, Task
 
 
 class Workers:

@@ -20,8 +20,8 @@ import re
 import unicodedata
 from typing import Any
 
-from verifiers.taxonomy import hint_for
-from workflows.models import ErrorClass, Verdict, VerifyInput
+from raftline.models import ErrorClass, Verdict, VerifyInput
+from raftline.verifiers.taxonomy import hint_for
 
 PROMPT_VERSION = "judge-v1"
 DEFAULT_MIN_CONFIDENCE = 0.6

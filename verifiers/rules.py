@@ -48,8 +48,8 @@ from decimal import Decimal, InvalidOperation
 from functools import cached_property
 from typing import Any
 
-from verifiers.taxonomy import hint_for
-from workflows.models import ErrorClass, Verdict, VerifyInput
+from raftline.models import ErrorClass, Verdict, VerifyInput
+from raftline.verifiers.taxonomy import hint_for
 
 __all__ = [
     "RULES_VERSION",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from workflows.models import ErrorClass
+from raftline.models import ErrorClass
 
 HINTS: dict[ErrorClass, str] = {
     ErrorClass.INCOMPLETE: (

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from workflows.models import Criticality, JudgeSpec, Usage, Verdict, VerifierSpec
+from raftline.models import Criticality, JudgeSpec, Usage, Verdict, VerifierSpec
 
 TIERS = ("L1", "L2", "L3")
 

@@ -17,10 +17,7 @@ from temporalio.common import RetryPolicy, SearchAttributeKey
 from temporalio.exceptions import ActivityError, ApplicationError, is_cancelled_exception
 
 with workflow.unsafe.imports_passed_through():
-    from verifiers.llm import DEFAULT_MIN_CONFIDENCE, should_escalate
-    from verifiers.rules import check_rules
-    from verifiers.tiered import JudgeCall, combine_quorum, next_tier, plan_judges
-    from workflows.models import (
+    from raftline.models import (
         ActivityRetry,
         BreakerState,
         CarriedState,
@@ -44,7 +41,10 @@ with workflow.unsafe.imports_passed_through():
         Verdict,
         VerifyInput,
     )
-    from workflows.telemetry import count, decision_record, rules_span
+    from raftline.verifiers.llm import DEFAULT_MIN_CONFIDENCE, should_escalate
+    from raftline.verifiers.rules import check_rules
+    from raftline.verifiers.tiered import JudgeCall, combine_quorum, next_tier, plan_judges
+    from raftline.workflows.telemetry import count, decision_record, rules_span
 
 WORKFLOW_NAME = "VerifiedPipeline"
 RULES_ACTIVITY = "raftline.rules"

@@ -13,12 +13,12 @@ from typing import Any
 
 from temporalio import workflow
 
-from workflows.models import EventType, TraceEvent, Verdict, VerifyInput
+from raftline.models import EventType, TraceEvent, Verdict, VerifyInput
 
 try:  # the otel extra
     from temporalio.contrib.opentelemetry import TracingWorkflowInboundInterceptor
 
-    from observability import TRACEPARENT, result_attributes, verify_attributes
+    from raftline.observability import TRACEPARENT, result_attributes, verify_attributes
 except ImportError:
     TracingWorkflowInboundInterceptor = None  # type: ignore[assignment,misc]
 

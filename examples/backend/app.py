@@ -34,7 +34,6 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 import raftline
-from activities.registry import activity_name, collect
 from examples.backend.pipelines import PIPELINES
 from raftline import (
     Pipeline,
@@ -47,7 +46,8 @@ from raftline import (
     SpecError,
     TraceEvent,
 )
-from workflows.client import ConfigError, RunExists
+from raftline.activities.registry import activity_name, collect
+from raftline.client import ConfigError, RunExists
 
 EXAMPLES = Path(__file__).resolve().parent.parent
 

@@ -32,12 +32,12 @@ from temporalio.client import Client  # noqa: E402
 from temporalio.contrib.pydantic import pydantic_data_converter  # noqa: E402
 from temporalio.testing import WorkflowEnvironment  # noqa: E402
 
-from activities.registry import collect  # noqa: E402
-from embedded import EmbeddedServer, free_port  # noqa: E402
+from raftline.activities.registry import collect  # noqa: E402
+from raftline.client import RaftlineClient, temporal_client  # noqa: E402
+from raftline.embedded import EmbeddedServer, free_port  # noqa: E402
+from raftline.models import PipelineSpec, RunStatus, Task  # noqa: E402
+from raftline.worker import build_worker  # noqa: E402
 from tests.conftest import spec  # noqa: E402
-from worker import build_worker  # noqa: E402
-from workflows.client import RaftlineClient, connect  # noqa: E402
-from workflows.models import PipelineSpec, RunStatus, Task  # noqa: E402
 
 TASK = Task(
     goal="Recommend whether to expand bike sharing into Oslo",
@@ -201,7 +201,7 @@ async def main(wanted: set[str]) -> None:
         log = Path(tmp) / "server.log"
         server = EmbeddedServer(free_port(), None, None, log, headless=True).start()
         try:
-            await record(await connect(server.address, tracing=False), DEV_SERVER, wanted)
+            await record(await temporal_client(server.address, tracing=False), DEV_SERVER, wanted)
         finally:
             server.stop()
     if not wanted or wanted & TIME_SKIPPING.keys():

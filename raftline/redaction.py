@@ -185,7 +185,7 @@ class _RedactingActivity(ActivityInboundInterceptor):
         return ApplicationError(red, type=type(err).__name__)
 
     def redact_result(self, result: Any) -> Any:
-        from workflows.models import Verdict
+        from raftline.models import Verdict
 
         if isinstance(result, Verdict):
             reason = self.redactor.text(result.reason)

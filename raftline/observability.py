@@ -35,7 +35,7 @@ from temporalio.worker import (
     Interceptor,
 )
 
-from workflows.models import CompensationInput, StepInput, StepOutput, Verdict, VerifyInput
+from raftline.models import CompensationInput, StepInput, StepOutput, Verdict, VerifyInput
 
 STEP_LATENCY = "raftline_step_latency_seconds"
 VERIFY_LATENCY = "raftline_verification_latency_seconds"

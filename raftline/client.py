@@ -33,7 +33,7 @@ from temporalio.envconfig import ClientConfigProfile
 from temporalio.exceptions import ApplicationError, CancelledError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError
 
-from workflows.models import (
+from raftline.models import (
     PipelineSpec,
     RunInput,
     RunResult,
@@ -44,7 +44,7 @@ from workflows.models import (
     TraceEvent,
     describe_validation_error,
 )
-from workflows.pipeline import RAFT_PIPELINE, RAFT_STATUS, WORKFLOW_NAME, VerifiedPipeline
+from raftline.workflows.pipeline import RAFT_PIPELINE, RAFT_STATUS, WORKFLOW_NAME, VerifiedPipeline
 
 DEFAULT_TASK_QUEUE = "raftline"
 # A query waits for a worker to answer; without one the server would hold it for 30 s.
@@ -104,8 +104,8 @@ def connect_config(address: str | None = None) -> dict[str, Any]:
 def data_converter() -> DataConverter:
     """pydantic payloads; AES-GCM encryption with RAFTLINE_ENCRYPTION_KEY (codec.py); payloads
     over RAFTLINE_STORAGE_THRESHOLD in external storage (storage.py). Never in the sandbox."""
-    from codec import KeyConfigError, codec_from_env
-    from storage import StorageConfigError, external_storage_from_env
+    from raftline.codec import KeyConfigError, codec_from_env
+    from raftline.storage import StorageConfigError, external_storage_from_env
 
     try:
         codec = codec_from_env()
@@ -125,12 +125,13 @@ def data_converter() -> DataConverter:
     )
 
 
-async def connect(
+async def temporal_client(
     address: str | None = None, *, tracing: bool | None = None, **overrides: Any
 ) -> Client:
-    """A client for raftline. `tracing`: add OpenTelemetry's TracingInterceptor (workers
-    built from this client inherit it); default on when this process has configured an
-    OpenTelemetry SDK tracer provider (e.g. the worker from OTEL_* variables)."""
+    """A Temporal client with raftline's data converter. `tracing`: add OpenTelemetry's
+    TracingInterceptor (workers built from this client inherit it); default on when this
+    process has configured an OpenTelemetry SDK tracer provider (e.g. the worker from
+    OTEL_* variables)."""
     config = {"data_converter": data_converter(), **connect_config(address), **overrides}
     config["interceptors"] = [*config.get("interceptors", []), *tracing_interceptors(tracing)]
     try:
@@ -307,8 +308,9 @@ class RaftlineClient:
     async def connect(
         cls, address: str | None = None, queue: str | None = None, **options: Any
     ) -> RaftlineClient:
-        """Connect with the environment's settings (envconfig); `options` go to connect()."""
-        return cls(await connect(address, **options), queue)
+        """Connect with the environment's settings (envconfig); `options` go to
+        temporal_client()."""
+        return cls(await temporal_client(address, **options), queue)
 
     async def start(
         self, pipeline: PipelineSpec | Any, task: Task | str | dict[str, Any], id: str | None = None
@@ -375,6 +377,15 @@ class RaftlineClient:
                 }
             )
         return rows
+
+
+async def connect(
+    address: str | None = None, queue: str | None = None, **options: Any
+) -> RaftlineClient:
+    """A client for a backend service: TEMPORAL_ADDRESS, TEMPORAL_NAMESPACE, API key and TLS
+    from the environment (temporalio.envconfig), RAFTLINE_TASK_QUEUE for `queue`.
+    Raises TemporalUnreachable. `options` go to temporalio's Client.connect."""
+    return RaftlineClient(await temporal_client(address, **options), queue)
 
 
 def _spec_of(pipeline: Any) -> PipelineSpec:

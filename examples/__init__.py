@@ -1,0 +1,1 @@
+"""Example pipelines (YAML); installed as `raftline.examples` (the YAML files only)."""

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import os
 import random
 import re
 from pathlib import Path
@@ -22,6 +21,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from raftline.models import CompensationInput, ErrorClass, StepInput, StepOutput
+from raftline.settings import raftline_home
 
 log = structlog.get_logger("raftline.agents")
 
@@ -161,8 +161,7 @@ async def _sleep_with_heartbeat(seconds: float) -> None:
 
 
 def outbox_dir(params: dict[str, Any]) -> Path:
-    home = Path(os.environ.get("RAFTLINE_HOME", Path.home() / ".local/share/raftline"))
-    return Path(params.get("outbox") or home / "outbox")
+    return Path(params.get("outbox") or raftline_home() / "outbox")
 
 
 def _outbox_file(params: dict[str, Any], workflow_id: str, step: str) -> Path:

@@ -46,7 +46,6 @@ from raftline.embedded import (
     embedded_for,
     is_local,
     port_open,
-    raftline_home,
     split_address,
 )
 from raftline.models import (
@@ -57,6 +56,7 @@ from raftline.models import (
     Task,
     TraceEvent,
 )
+from raftline.settings import raftline_home
 from raftline.workflows.pipeline import VerifiedPipeline
 
 # Shipped as package data (raftline.examples is the repository's examples/ folder).

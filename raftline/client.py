@@ -14,7 +14,6 @@ from datetime import timedelta
 from typing import Any
 
 from pydantic import ValidationError
-from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import (
     AddSearchAttributesRequest,
     ListSearchAttributesRequest,
@@ -44,17 +43,16 @@ from raftline.models import (
     TraceEvent,
     describe_validation_error,
 )
-from raftline.workflows.pipeline import RAFT_PIPELINE, RAFT_STATUS, WORKFLOW_NAME, VerifiedPipeline
+from raftline.settings import (
+    RAFT_PIPELINE,
+    RAFT_STATUS,
+    SEARCH_ATTRIBUTES,
+    task_queue,
+)
+from raftline.workflows.pipeline import WORKFLOW_NAME, VerifiedPipeline
 
-DEFAULT_TASK_QUEUE = "raftline"
 # A query waits for a worker to answer; without one the server would hold it for 30 s.
 QUERY_TIMEOUT = timedelta(seconds=10)
-SEARCH_ATTRIBUTES = {
-    "RaftStatus": IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD,
-    "RaftStep": IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD,
-    "RaftPipeline": IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD,
-    "RaftRollbacks": IndexedValueType.INDEXED_VALUE_TYPE_INT,
-}
 
 
 class RaftlineError(Exception):
@@ -79,10 +77,6 @@ class RunUnavailable(RaftlineError):
 
 class RunExists(RaftlineError):
     """start() with the id of a run that is still running."""
-
-
-def task_queue() -> str:
-    return os.environ.get("RAFTLINE_TASK_QUEUE", DEFAULT_TASK_QUEUE)
 
 
 def connect_config(address: str | None = None) -> dict[str, Any]:
@@ -168,7 +162,7 @@ async def ensure_search_attributes(client: Client) -> bool:
             ListSearchAttributesRequest(namespace=client.namespace)
         )
         have = set(listed.custom_attributes) | set(listed.system_attributes)
-        missing = {k: v for k, v in SEARCH_ATTRIBUTES.items() if k not in have}
+        missing = {k: kind for k, (kind, _) in SEARCH_ATTRIBUTES.items() if k not in have}
         if missing:
             await client.operator_service.add_search_attributes(
                 AddSearchAttributesRequest(namespace=client.namespace, search_attributes=missing)

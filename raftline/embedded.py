@@ -20,24 +20,16 @@ from pathlib import Path
 
 import structlog
 
+from raftline.settings import SEARCH_ATTRIBUTES, raftline_home
+
 log = structlog.get_logger("raftline.embedded")
 
-SEARCH_ATTRIBUTE_TYPES = {
-    "RaftStatus": "Keyword",
-    "RaftStep": "Keyword",
-    "RaftPipeline": "Keyword",
-    "RaftRollbacks": "Int",
-}
 DEFAULT_ADDRESS = "localhost:7233"
 LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1", "[::1]", "0.0.0.0"}
 
 
 class ServerError(RuntimeError):
     """The embedded server could not be started; the message says what to do."""
-
-
-def raftline_home() -> Path:
-    return Path(os.environ.get("RAFTLINE_HOME") or Path.home() / ".local/share/raftline")
 
 
 def temporal_binary() -> str:
@@ -111,7 +103,7 @@ class EmbeddedServer:
             cmd.append("--headless")
         elif self.ui_port:
             cmd += ["--ui-port", str(self.ui_port)]
-        for name, kind in SEARCH_ATTRIBUTE_TYPES.items():
+        for name, (_, kind) in SEARCH_ATTRIBUTES.items():
             cmd += ["--search-attribute", f"{name}={kind}"]
         return cmd
 

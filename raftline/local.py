@@ -30,7 +30,6 @@ from raftline.client import (
     RunHandle,
     TemporalUnreachable,
     connect_config,
-    task_queue,
     temporal_client,
 )
 from raftline.embedded import (
@@ -50,6 +49,7 @@ from raftline.models import (
     describe_validation_error,
 )
 from raftline.pipelines import Pipeline, as_pipeline
+from raftline.settings import task_queue
 
 PipelineLike = Pipeline | PipelineSpec | str | Path
 TaskLike = Task | str | dict[str, Any]

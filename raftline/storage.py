@@ -39,6 +39,8 @@ from temporalio.converter import (
     StorageDriverStoreContext,
 )
 
+from raftline.settings import raftline_home
+
 STORAGE_ENV = "RAFTLINE_STORAGE"
 THRESHOLD_ENV = "RAFTLINE_STORAGE_THRESHOLD"
 DEFAULT_THRESHOLD = 256 * 1024
@@ -179,8 +181,8 @@ def s3_driver(url: str, client: Any = None) -> StorageDriver:
 
 
 def default_root(env: Mapping[str, str]) -> Path:
-    home = env.get("RAFTLINE_HOME") or str(Path.home() / ".local/share/raftline")
-    return Path(home) / "payloads"
+    home = env.get("RAFTLINE_HOME")
+    return (Path(home) if home else raftline_home()) / "payloads"
 
 
 def external_storage_from_env(env: Mapping[str, str] | None = None) -> ExternalStorage | None:

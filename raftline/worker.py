@@ -26,7 +26,7 @@ from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from raftline.activities.registry import ModuleError, activity_name, collect
-from raftline.client import ConfigError, TemporalUnreachable, task_queue, temporal_client
+from raftline.client import ConfigError, TemporalUnreachable, temporal_client
 from raftline.observability import (
     ObservabilityError,
     RaftlineInterceptor,
@@ -34,6 +34,7 @@ from raftline.observability import (
     metrics_runtime,
 )
 from raftline.redaction import RedactingInterceptor, Redactor
+from raftline.settings import task_queue
 from raftline.workflows.pipeline import VerifiedPipeline
 
 log = structlog.get_logger("raftline.worker")

@@ -21,9 +21,12 @@ import yaml
 
 from raftline import worker
 from raftline.cli import build_parser
-from raftline.client import SEARCH_ATTRIBUTES, connect_config
-from raftline.embedded import SEARCH_ATTRIBUTE_TYPES, free_port, port_open, temporal_binary
+from raftline.client import connect_config
+from raftline.embedded import free_port, port_open, temporal_binary
+from raftline.settings import SEARCH_ATTRIBUTES
 from tests.conftest import ROOT
+
+SEARCH_ATTRIBUTE_TYPES = {name: kind for name, (_, kind) in SEARCH_ATTRIBUTES.items()}
 
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
 SERVICES: dict[str, Any] = COMPOSE["services"]
@@ -175,7 +178,7 @@ def test_admin_tools_script_runs_against_a_fresh_server(bare_server: str) -> Non
             ["sh", "-c", admin_script()], env=env, capture_output=True, text=True, timeout=60
         )
         assert out.returncode == 0, out.stderr
-        assert out.stdout.count(f": {round_}") == 4, out.stdout
+        assert out.stdout.count(f": {round_}") == len(SEARCH_ATTRIBUTES), out.stdout
     listed = subprocess.run(
         [temporal_binary(), "operator", "search-attribute", "list", "--address", bare_server],
         capture_output=True, text=True, timeout=30, check=True,

@@ -13,7 +13,7 @@ from datetime import timedelta
 from typing import Any
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy, SearchAttributeKey
+from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError, is_cancelled_exception
 
 with workflow.unsafe.imports_passed_through():
@@ -41,6 +41,7 @@ with workflow.unsafe.imports_passed_through():
         Verdict,
         VerifyInput,
     )
+    from raftline.settings import RAFT_PIPELINE, RAFT_ROLLBACKS, RAFT_STATUS, RAFT_STEP
     from raftline.verifiers.llm import DEFAULT_MIN_CONFIDENCE, should_escalate
     from raftline.verifiers.rules import check_rules
     from raftline.verifiers.tiered import JudgeCall, combine_quorum, next_tier, plan_judges
@@ -52,12 +53,6 @@ RULES_ACTIVITY = "raftline.rules"
 # activity and a RaftStep upsert on every attempt. Since it, the rules run in the
 # workflow and RaftStep is written only with status changes and rollbacks.
 LEAN_PATCH = "raftline-lean-commit"
-
-RAFT_STATUS = SearchAttributeKey.for_keyword("RaftStatus")
-RAFT_STEP = SearchAttributeKey.for_keyword("RaftStep")
-RAFT_PIPELINE = SearchAttributeKey.for_keyword("RaftPipeline")
-RAFT_ROLLBACKS = SearchAttributeKey.for_int("RaftRollbacks")
-SEARCH_ATTRIBUTES = (RAFT_STATUS, RAFT_STEP, RAFT_PIPELINE, RAFT_ROLLBACKS)
 
 
 class RunEnded(Exception):

@@ -485,8 +485,7 @@ class PipelineSpec(Compact):
             child = _load_child(step.pipeline, base, f"{source}: steps[{i}]({step.name}).pipeline")
             if child.name in (*_within, self.name):
                 raise SpecError(
-                    f"{source}: steps[{i}]({step.name}).pipeline: {step.pipeline!r} "
-                    "includes itself"
+                    f"{source}: steps[{i}]({step.name}).pipeline: {step.pipeline!r} includes itself"
                 )
             step.pipeline_spec = child.resolve(base, step.pipeline, (*_within, self.name))
         return self

@@ -141,10 +141,13 @@ async def scripted(inp: StepInput) -> StepOutput:
         )
     text = inject(fault, good) if fault else good
     words = len(text.split())
+    # A truncated answer is what a model returns when it hits its output limit: say so,
+    # as the LLM step records its provider's stop reason.
+    stop = "length" if fault == ErrorClass.INCOMPLETE else "stop"
     return StepOutput(
         text=text,
         model="scripted",
-        meta={"injected": fault},
+        meta={"injected": fault, "stop_reason": stop},
         usage={"input_tokens": len(inp.goal.split()), "output_tokens": words},
     )
 

@@ -16,6 +16,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from raftline.activities.providers import (
+    BUDGET_EXCEEDED,
     DEFAULT_MODELS,
     FATAL,
     RETRYABLE,
@@ -26,9 +27,8 @@ from raftline.activities.providers import (
     default_model,
     detect,
 )
-from raftline.models import StepInput, StepOutput, Usage, Verdict, VerifyInput
+from raftline.models import BudgetCap, StepInput, StepOutput, Usage, Verdict, VerifyInput
 from raftline.verifiers.llm import (
-    PROMPT_VERSION,
     JudgeError,
     build_judge_prompt,
     injection_verdict,
@@ -40,6 +40,8 @@ from raftline.verifiers.tiered import CircuitBreaker
 log = structlog.get_logger(__name__)
 
 JUDGE_UNPARSEABLE = "JudgeUnparseable"
+JUDGE_UNAVAILABLE = "JudgeUnavailable"
+JUDGE_NOT_CONFIGURED = "JudgeNotConfigured"
 
 
 def _bad_params(what: str) -> ApplicationError:
@@ -132,7 +134,7 @@ async def llm_step(inp: StepInput) -> StepOutput:
         )
     except ValueError as exc:
         raise _bad_params(f"step {inp.step}: invalid llm params: {exc}") from None
-    result = await complete(req)
+    result = await complete(req, inp.budget)
     log.info("llm step", step=inp.step, attempt=inp.attempt, provider=provider, model=result.model)
     return StepOutput(
         text=result.text,
@@ -211,19 +213,9 @@ def judge_candidates(params: dict[str, Any], tier: str) -> list[Candidate]:
     return chain
 
 
-def degraded_verdict(tier: str, reason: str) -> Verdict:
-    """Rules only: the step passes on L1 alone and the verdict says so."""
-    return Verdict(
-        passed=True,
-        degraded=True,
-        tier=tier,
-        verifier="none",
-        reason=reason,
-        prompt_version=PROMPT_VERSION,
-    )
-
-
-async def _ask(c: Candidate, system: str, user: str, p: dict[str, Any]) -> Completion:
+async def _ask(
+    c: Candidate, system: str, user: str, p: dict[str, Any], cap: BudgetCap | None, spent: Usage
+) -> Completion:
     req = CompletionRequest(
         provider=c.provider,
         model=c.model,
@@ -235,7 +227,7 @@ async def _ask(c: Candidate, system: str, user: str, p: dict[str, Any]) -> Compl
         timeout_s=p.get("timeout_s", 60.0),
         base_url=c.base_url,
     )
-    return await complete(req)
+    return await complete(req, cap, spent)
 
 
 @dataclass
@@ -243,40 +235,58 @@ class _Attempt:
     verdict: Verdict | None = None
     usage: Usage = field(default_factory=Usage)
     errors: list[str] = field(default_factory=list)
-    rejected: bool = False  # some judge answered, but not with a valid verdict
+    rejected: int = 0  # replies that were not a valid verdict (they cost tokens all the same)
 
 
 async def _judge(
-    candidates: list[Candidate], system: str, user: str, tier: str, p: dict[str, Any]
+    candidates: list[Candidate],
+    system: str,
+    user: str,
+    tier: str,
+    p: dict[str, Any],
+    cap: BudgetCap | None,
 ) -> _Attempt:
-    """The first valid verdict from the candidates whose breaker allows a call."""
+    """The first valid verdict from the candidates whose breaker allows a call. A reply
+    that is not a valid verdict is asked again (`reasks`, default 1) before moving on."""
     out = _Attempt()
     threshold = int(p.get("breaker_threshold", 3))
     cooldown = float(p.get("breaker_cooldown_s", 60.0))
+    reasks = int(p.get("reasks", 1))
     for c in candidates:
         breaker = breaker_for(c.key, threshold, cooldown)
-        if not breaker.allow(time.monotonic()):
-            out.errors.append(f"{c.provider}: circuit open")
-            continue
-        try:
-            result = await _ask(c, system, user, p)
-        except ApplicationError as exc:
-            if exc.non_retryable:
-                raise  # a configuration error: fail fast, never hide it behind a fallback
-            breaker.record_failure(time.monotonic())
-            out.errors.append(exc.message)
-            log.warning("judge provider failed", provider=c.provider, error=exc.message)
-            continue
-        breaker.record_success()
-        out.usage = out.usage + result.usage  # a rejected reply still cost tokens
-        try:
-            out.verdict = parse_verdict(result.text, tier, f"llm:{c.provider}", result.model)
-        except JudgeError as exc:
-            out.rejected = True
-            out.errors.append(f"{c.provider}/{result.model}: {exc}")
-            log.warning("judge reply rejected", provider=c.provider, error=str(exc), raw=exc.raw)
-            continue
-        return out
+        for _ in range(1 + max(reasks, 0)):
+            if not breaker.allow(time.monotonic()):
+                out.errors.append(f"{c.provider}: circuit open")
+                break
+            try:
+                result = await _ask(c, system, user, p, cap, out.usage)
+            except ApplicationError as exc:
+                if exc.type == BUDGET_EXCEEDED:
+                    # What this call already spent on rejected replies still counts.
+                    raise ApplicationError(
+                        exc.message,
+                        {"usage": out.usage.model_dump()},
+                        type=BUDGET_EXCEEDED,
+                        non_retryable=True,
+                    ) from None
+                if exc.non_retryable:
+                    raise  # a configuration error: fail fast, never hide it behind a fallback
+                breaker.record_failure(time.monotonic())
+                out.errors.append(exc.message)
+                log.warning("judge provider failed", provider=c.provider, error=exc.message)
+                break
+            breaker.record_success()
+            out.usage = out.usage + result.usage  # a rejected reply still cost tokens
+            try:
+                out.verdict = parse_verdict(result.text, tier, f"llm:{c.provider}", result.model)
+            except JudgeError as exc:
+                out.rejected += 1
+                out.errors.append(f"{c.provider}/{result.model}: {exc}")
+                log.warning(
+                    "judge reply rejected", provider=c.provider, error=str(exc), raw=exc.raw
+                )
+                continue
+            return out
     return out
 
 
@@ -285,12 +295,16 @@ async def llm_judge(inp: VerifyInput) -> Verdict:
     """L2/L3 verdict on one step output.
 
     params: provider, model, models ({"L2": ..., "L3": ...}), fallback (list), base_url,
-    temperature, max_tokens, timeout_s, breaker_threshold, breaker_cooldown_s
+    temperature, max_tokens, timeout_s, reasks, breaker_threshold, breaker_cooldown_s
     (min_confidence is read by the workflow, which escalates low-confidence L2 passes).
+
+    No verdict is never a pass: when no judge can give one, this raises, and the
+    workflow decides (wait for the judge, then end the run; or degrade if the step opted
+    in). Every reply counts against the budget, usable or not: a failure carries what it
+    spent in its details.
     """
     started = time.perf_counter()
     verdict = await _verdict(inp)
-    # Every verdict, degraded or not, says how long the judgment took.
     return verdict.model_copy(
         update={"latency_ms": round((time.perf_counter() - started) * 1000, 2)}
     )
@@ -304,23 +318,38 @@ async def _verdict(inp: VerifyInput) -> Verdict:
         return injection_verdict(tier)
     candidates = judge_candidates(p, tier)
     if not candidates:
-        return degraded_verdict(tier, "no LLM judge configured: rules only")
-
-    system, user = build_judge_prompt(inp)
-    got = await _judge(candidates, system, user, tier, p)
-    if got.verdict is None:
-        now = time.monotonic()
-        if not got.rejected and all(breaker_for(c.key).is_open(now) for c in candidates):
-            reason = "every judge provider is failing (circuit open): rules only"
-            return degraded_verdict(tier, f"{reason}; {'; '.join(got.errors)}")
-        # Retryable: Temporal asks again; an unparseable verdict is never a pass.
         raise ApplicationError(
-            "judge failed: " + "; ".join(got.errors),
-            type=JUDGE_UNPARSEABLE if got.rejected else RETRYABLE,
+            "no LLM judge configured: set OPENAI_API_KEY, ANTHROPIC_API_KEY, GEMINI_API_KEY "
+            "or AWS credentials (or the judge's params.provider), or let the step commit "
+            "unjudged with on_judge_unavailable: degrade",
+            type=JUDGE_NOT_CONFIGURED,
+            non_retryable=True,
         )
-    # A low-confidence L2 pass is returned as it is: the workflow escalates it to L3
-    # (verifiers.llm.should_escalate with params.min_confidence), so it is in the trace.
-    return got.verdict.model_copy(update={"usage": got.usage})
+    system, user = build_judge_prompt(inp)
+    got = await _judge(candidates, system, user, tier, p, inp.budget)
+    if got.verdict is not None:
+        # A low-confidence L2 pass is returned as it is: the workflow escalates it to L3
+        # (verifiers.llm.should_escalate with params.min_confidence), so it is in the trace.
+        return got.verdict.model_copy(update={"usage": got.usage})
+    spent = {"usage": got.usage.model_dump()}
+    if got.rejected:
+        # Replies came, none usable: the workflow counts their cost and asks again later.
+        raise ApplicationError(
+            "judge gave no valid verdict: " + "; ".join(got.errors),
+            spent,
+            type=JUDGE_UNPARSEABLE,
+            non_retryable=True,
+        )
+    now = time.monotonic()
+    if all(breaker_for(c.key).is_open(now) for c in candidates):
+        raise ApplicationError(
+            "every judge provider is failing (circuit open): " + "; ".join(got.errors),
+            spent,
+            type=JUDGE_UNAVAILABLE,
+            non_retryable=True,
+        )
+    # Transient (5xx, 429, timeouts): Temporal's retry policy asks again.
+    raise ApplicationError("judge failed: " + "; ".join(got.errors), spent, type=RETRYABLE)
 
 
 ACTIVITIES = [llm_step, llm_judge]

@@ -28,7 +28,7 @@ import structlog
 from pydantic import BaseModel, Field
 from temporalio.exceptions import ApplicationError
 
-from raftline.models import Usage
+from raftline.models import BudgetCap, Usage
 
 log = structlog.get_logger(__name__)
 
@@ -512,8 +512,52 @@ async def _bedrock(req: CompletionRequest) -> Completion:
 _ADAPTERS = {"openai": _openai, "gemini": _openai, "anthropic": _anthropic, "bedrock": _bedrock}
 
 
-async def complete(req: CompletionRequest) -> Completion:
-    """One completion from the request's provider; errors as Temporal ApplicationErrors."""
+BUDGET_EXCEEDED = "BudgetExceeded"
+# Tokenizers differ by provider; three bytes of UTF-8 per token over-counts English
+# (about four) and matches CJK, so the worst case errs on the side of stopping early.
+BYTES_PER_TOKEN = 3
+MESSAGE_OVERHEAD_TOKENS = 16
+
+
+def worst_case(req: CompletionRequest, seen_input_tokens: int = 0) -> Usage:
+    """The most this request can cost: its prompt (estimated, never below the largest
+    prompt a call of its kind reported in this run) plus all of its max output tokens."""
+    size = len(req.system.encode("utf-8")) + len(req.prompt.encode("utf-8"))
+    prompt = max(-(-size // BYTES_PER_TOKEN) + MESSAGE_OVERHEAD_TOKENS, seen_input_tokens)
+    return make_usage(req.model, prompt, req.max_tokens)
+
+
+def check_budget(req: CompletionRequest, cap: BudgetCap | None, spent: Usage) -> None:
+    """Refuse (non-retryable BudgetExceeded) a request whose worst case does not fit what
+    this call may still spend: its reservation minus what it already spent."""
+    if cap is None:
+        return
+    worst = worst_case(req, cap.seen_input_tokens)
+    if cap.max_tokens is not None and spent.tokens + worst.tokens > cap.max_tokens:
+        raise ApplicationError(
+            f"{req.provider}/{req.model}: the next call may use {worst.tokens} tokens "
+            f"({worst.input_tokens} prompt + {worst.output_tokens} max output); "
+            f"{max(cap.max_tokens - spent.tokens, 0)} are left of the budget",
+            {"usage": spent.model_dump()},
+            type=BUDGET_EXCEEDED,
+            non_retryable=True,
+        )
+    if cap.max_cost_usd is not None and spent.cost_usd + worst.cost_usd > cap.max_cost_usd:
+        raise ApplicationError(
+            f"{req.provider}/{req.model}: the next call may cost ${worst.cost_usd:.6f}; "
+            f"${max(cap.max_cost_usd - spent.cost_usd, 0):.6f} is left of the budget",
+            {"usage": spent.model_dump()},
+            type=BUDGET_EXCEEDED,
+            non_retryable=True,
+        )
+
+
+async def complete(
+    req: CompletionRequest, cap: BudgetCap | None = None, spent: Usage | None = None
+) -> Completion:
+    """One completion from the request's provider; errors as Temporal ApplicationErrors.
+    With a budget `cap`, a request that might not fit is refused before it is sent."""
+    check_budget(req, cap, spent or Usage())
     result = await _ADAPTERS[req.provider](req)
     log.debug(
         "llm completion",

@@ -306,7 +306,7 @@ class Journal:
     starts: list[tuple[float, int, str, str, int, int]] = field(default_factory=list)
     ends: set[tuple[int, str, str, int, int]] = field(default_factory=set)
     end_times: dict[tuple[int, str, str, int, int], float] = field(default_factory=dict)
-    undos: list[tuple[str, str, str]] = field(default_factory=list)
+    undos: list[tuple[str, str, str, str]] = field(default_factory=list)
 
 
 def read_journal(folder: Path) -> Journal:
@@ -318,7 +318,9 @@ def read_journal(folder: Path) -> Journal:
                 continue  # a line cut short by SIGKILL
             t, pid, kind = float(parts[0]), int(parts[1]), parts[2]
             if kind == "undo":
-                j.undos.append((parts[3], parts[4], parts[5]))
+                # (workflow, step, effect, the undone attempt's key: one effect per key)
+                key = parts[7] if len(parts) > 7 else parts[4]
+                j.undos.append((parts[3], parts[4], parts[5], key))
                 continue
             wid, step, attempt, act = parts[3], parts[4], int(parts[5]), int(parts[6])
             if kind == "start":
@@ -350,7 +352,9 @@ def check_run(wid: str, spec: PipelineSpec, res: RunResult | None) -> list[str]:
     commits = Counter(e.step for e in res.trace if e.type is EventType.COMMITTED)
     if any(n > 1 for n in commits.values()):
         problems.append("committed twice in the trace")
-    comp = Counter(c.step for c in res.compensations)
+    # One compensation per undone attempt (a rolled-back attempt and the committed one of
+    # the same step are two side effects, undone once each).
+    comp = Counter((c.step, c.idempotency_key) for c in res.compensations)
     if any(n > 1 for n in comp.values()):
         problems.append("compensation run twice")
     if fatal and (sorted(comp) != sorted(steps) or not all(c.ok for c in res.compensations)):
@@ -477,7 +481,9 @@ async def run_chaos(
     wall = time.monotonic() - t0
     problems = {wid: check_run(wid, specs[wid], res) for wid, res in results.items()}
     jour = read_journal(folder)
-    undo_effects = Counter((wid, step) for wid, step, effect in jour.undos if effect == "applied")
+    undo_effects = Counter(
+        (wid, key) for wid, _step, effect, key in jour.undos if effect == "applied"
+    )
     redelivered = sum(
         n - 1 for n in Counter((w, s, a) for _, _, w, s, a, _ in jour.starts).values()
     )

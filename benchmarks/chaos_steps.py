@@ -55,7 +55,15 @@ async def chaos_undo(inp: CompensationInput) -> str:
         effect = "applied"
     except FileExistsError:
         effect = "already"
-    journal(str(folder), "undo", inp.workflow_id, inp.step, effect, activity.info().attempt)
+    journal(
+        str(folder),
+        "undo",
+        inp.workflow_id,
+        inp.step,
+        effect,
+        activity.info().attempt,
+        inp.idempotency_key,
+    )
     return f"undid {inp.step} ({effect})"
 
 

@@ -1,7 +1,8 @@
 """raftline: start, follow and inspect verified pipeline runs.
 
-Exit codes: 0 the run completed verified; 1 it ended without success; 2 bad input or
-usage; 3 Temporal unreachable.
+Exit codes: 0 the run completed verified; 1 it ended without success; 2 bad input, usage
+or configuration; 3 Temporal unreachable or infrastructure; 130/143 interrupted by
+SIGINT/SIGTERM (a run the command started is canceled and compensated first).
 """
 
 from __future__ import annotations
@@ -10,52 +11,53 @@ import argparse
 import asyncio
 import gc
 import json
+import logging
 import os
 import signal
 import sys
 import textwrap
+import uuid
 from collections.abc import Sequence
-from contextlib import AsyncExitStack
+from datetime import timedelta
 from importlib.resources import files
 from pathlib import Path
 from typing import Any, NoReturn
 
 from temporalio.api.enums.v1 import TaskQueueType
-from temporalio.api.taskqueue.v1 import TaskQueue
-from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
-from temporalio.client import WorkflowExecutionStatus
-from temporalio.service import RPCError
+from temporalio.client import WorkflowExecutionStatus, WorkflowQueryFailedError
+from temporalio.exceptions import CancelledError as TemporalCancelled
+from temporalio.service import RPCError, RPCStatusCode
 from temporalio.worker import Replayer
 
 from raftline.activities.registry import ModuleError, activity_name, check_spec, collect
 from raftline.client import (
     ConfigError,
-    RaftlineClient,
     RaftlineError,
     RunExists,
     RunHandle,
     RunNotFound,
+    RunUnavailable,
     TemporalUnreachable,
-    connect_config,
-    temporal_client,
 )
 from raftline.codec import DecryptionError
-from raftline.embedded import (
-    EmbeddedServer,
-    ServerError,
-    embedded_for,
-    is_local,
-    port_open,
-    split_address,
+from raftline.embedded import LOCAL_HOSTS, embedded_for, port_open, split_address
+from raftline.history import (
+    has_pollers,
+    no_worker_message,
+    status_from_history,
+    unpolled_task_queues,
 )
 from raftline.models import (
     EventType,
     PipelineSpec,
     RunResult,
+    RunStatus,
     SpecError,
+    StatusView,
     Task,
     TraceEvent,
 )
+from raftline.session import CANCEL_WAIT_S, Session, connect_settings
 from raftline.settings import raftline_home
 from raftline.workflows.pipeline import VerifiedPipeline
 
@@ -66,114 +68,135 @@ DEMO_INPUTS = {
     "market": "Oslo has 720,000 residents and 41 km of new bike lanes since 2022.",
     "finance": "Expansion needs 4.2 million EUR; the board's payback limit is 3 years.",
 }
+# A running run's status query: a live worker answers in milliseconds.
+STATUS_QUERY_TIMEOUT = timedelta(seconds=1)
+# How often the live view asks whether the run waits on a task queue nobody polls.
+QUEUE_CHECK_S = 3.0
 
 
 class UsageError(Exception):
     """Bad input or usage: exit 2 with this one-line message."""
 
 
+# ---------------------------------------------------------------- signals
+
+
+class Interrupts:
+    """SIGINT and SIGTERM while a command runs.
+
+    The first cancels the command's task: the command cleans up on the way out (a run it
+    started is canceled and its compensations waited for; the worker and the embedded
+    server stop). The second leaves at once, saying in one line what is left.
+    """
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self.task: asyncio.Task[Any] | None = None
+        self.session: Session | None = None
+        self.run_id: str | None = None  # a run being canceled: left behind if we leave now
+
+    def install(self) -> None:
+        """Route both signals to the running task (the command), from a clean slate."""
+        self.signum, self.session, self.run_id = None, None, None
+        self.task = asyncio.current_task()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                loop.add_signal_handler(sig, self._on_signal, sig)
+            except (NotImplementedError, RuntimeError):  # Windows; not the main thread
+                return
+
+    @property
+    def code(self) -> int:
+        return 128 + (self.signum or signal.SIGINT)
+
+    @property
+    def name(self) -> str:
+        return "SIGTERM" if self.signum == signal.SIGTERM else "Ctrl-C"
+
+    def absorb(self) -> bool:
+        """In an `except CancelledError`: True (and the task usable again) when a signal
+        caused it, so the command can clean up and return `code`."""
+        if self.signum is None:
+            return False
+        task = asyncio.current_task()
+        if task is not None:
+            task.uncancel()
+        return True
+
+    def _on_signal(self, sig: int) -> None:
+        if self.signum is None:
+            self.signum = sig
+            if self.task is not None:
+                self.task.cancel()
+            return
+        self.leave_now()
+
+    def leave_now(self) -> NoReturn:
+        left: list[str] = []
+        address = self.session.address if self.session is not None else ""
+        if self.run_id:
+            left.append(
+                f"run {self.run_id} is left canceling on Temporal at {address} (a worker "
+                f"finishes its compensations; see `raftline status {self.run_id}`)"
+            )
+        stopping = self.session.abandon() if self.session is not None else None
+        if stopping:
+            left.append(f"the embedded server at {stopping} is stopping")
+        sys.stdout.flush()
+        after_countdown = "\n" if sys.stderr.isatty() else ""
+        progress(
+            f"{after_countdown}raftline: leaving at once" + (": " + "; ".join(left) if left else "")
+        )
+        os._exit(self.code)
+
+
+INTERRUPTS = Interrupts()
+
+
+async def until_stopped() -> None:
+    """Wait for Ctrl-C or SIGTERM (also in the background, where SIGINT is ignored by
+    default); the caller then shuts down as usual."""
+    try:
+        await asyncio.Event().wait()
+    except asyncio.CancelledError:
+        if not INTERRUPTS.absorb():
+            raise
+
+
 # ---------------------------------------------------------------- session
 
 
-class Session:
-    """A client, plus the embedded server and an in-process worker when needed."""
-
-    def __init__(self, args: argparse.Namespace, *, embed: bool, worker: bool | None) -> None:
-        self.args = args
-        self.embed = embed
-        self.want_worker = worker
-        self.server: EmbeddedServer | None = None
-        self.client: RaftlineClient
-        self.namespace = "default"
-        self.address = ""
-        self.worker_running = False
-        self._stack = AsyncExitStack()
-
-    async def __aenter__(self) -> Session:
-        config = connect_config(getattr(self.args, "address", None))
-        self.address, self.namespace = config["target_host"], config["namespace"]
-        host, port = split_address(self.address)
-        if is_local(self.address) and not port_open(host, port):
-            if not self.embed:
-                raise TemporalUnreachable(
-                    f"Temporal is unreachable at {self.address}: start one with "
-                    "`raftline server`, or set TEMPORAL_ADDRESS"
-                )
-            progress(f"starting the embedded Temporal server at {self.address} ...")
-            self.server = await asyncio.to_thread(embedded_for(self.address).start)
-        self.client = RaftlineClient(await temporal_client(self.address))
-        # Nobody else can serve the embedded server we just started: be its worker.
-        if self.want_worker or (self.want_worker is None and self.server is not None):
-            await self.start_worker()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self._stack.aclose()
-        if self.server is not None and not getattr(self.args, "keep_server", False):
-            await asyncio.to_thread(self.server.stop)
-
-    async def no_workers(self) -> bool:
-        """No poller seen on the task queue (the server keeps dead pollers a few minutes)."""
-        try:
-            resp = await self.client.client.workflow_service.describe_task_queue(
-                DescribeTaskQueueRequest(
-                    namespace=self.client.client.namespace,
-                    task_queue=TaskQueue(name=self.client.task_queue),
-                    task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW,
-                )
-            )
-        except RPCError:
-            return True
-        return not resp.pollers
-
-    async def start_worker(self) -> None:
-        if self.worker_running:
-            return
-        from raftline.worker import build_worker
-
-        modules = list(getattr(self.args, "activities", None) or [])
-        modules += getattr(self.args, "spec_modules", [])
-        worker = build_worker(self.client.client, activities=collect(modules))
-        await self._stack.enter_async_context(worker)
-        self.worker_running = True
-
-    async def run_handle(self, workflow_id: str) -> RunHandle:
-        """A run's handle; a canceled run's record is a query, which needs a worker."""
-        handle = self.client.get(workflow_id)
-        if await handle.execution_status() == WorkflowExecutionStatus.CANCELED:
-            await self.start_worker()
-        return handle
-
-    def ui_url(self, workflow_id: str | None = None) -> str | None:
-        base = os.environ.get("RAFTLINE_UI_URL")
-        if not base and self.server is not None:
-            base = self.server.ui_url
-        if not base and is_local(self.address):
-            base = f"http://localhost:{split_address(self.address)[1] + 1000}"
-        if not base:
-            return None
-        base = base.rstrip("/")
-        return (
-            f"{base}/namespaces/{self.namespace}/workflows/{workflow_id}" if workflow_id else base
-        )
+def open_session(
+    args: argparse.Namespace,
+    *,
+    embed: bool,
+    worker: bool | None,
+    modules: Sequence[str] = (),
+) -> Session:
+    """The one Session (raftline/session.py) that raftline.run uses too. `worker` None:
+    an in-process worker only when this command started the embedded server."""
+    session = Session(
+        getattr(args, "address", None),
+        embed=embed,
+        worker=worker,
+        modules=modules,
+        progress=progress,
+    )
+    INTERRUPTS.session = session
+    return session
 
 
 def embedded_db_exists() -> bool:
     return (raftline_home() / "temporal.db").exists()
 
 
-async def until_stopped() -> None:
-    """Wait for Ctrl-C or SIGTERM (also when started in the background, where SIGINT is
-    ignored by default), so the caller can shut the worker and server down cleanly."""
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    try:
-        await stop.wait()
-    finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(sig)
+async def run_handle(session: Session, workflow_id: str) -> RunHandle:
+    """A run's handle; a canceled run's record is a query, which needs a worker."""
+    handle = session.client.get(workflow_id)
+    if await handle.execution_status() == WorkflowExecutionStatus.CANCELED:
+        await session.start_worker()
+    return handle
 
 
 # ---------------------------------------------------------------- output
@@ -185,6 +208,98 @@ def progress(message: str) -> None:
 
 def emit_json(obj: Any) -> None:
     print(json.dumps(obj, default=str), flush=True)
+
+
+class OneLine(logging.Formatter):
+    """Log records as one `raftline: warning: ...` line each: no tracebacks on stderr (the
+    live view and `raftline trace` already tell what failed), secrets redacted. With
+    RAFTLINE_LOG_LEVEL=10 (debug) the traceback follows the line."""
+
+    def __init__(self, tracebacks: bool = False) -> None:
+        super().__init__()
+        from raftline.redaction import Redactor
+
+        self.redact = Redactor().text
+        self.tracebacks = tracebacks
+
+    def format(self, record: logging.LogRecord) -> str:
+        act = getattr(record, "temporal_activity", None)
+        if isinstance(act, dict) and record.exc_info:
+            message = (
+                f"activity {act.get('activity_type')} of {act.get('workflow_id')} failed "
+                f"(attempt {act.get('attempt')})"
+            )
+        else:
+            message = record.getMessage().split(" ({", 1)[0]  # the SDK appends a context dict
+        if record.exc_info and record.exc_info[1] is not None:
+            err = record.exc_info[1]
+            message += f": {type(err).__name__}: {str(err).strip()}"
+        line = " ".join(self.redact(message).split())
+        text = f"raftline: {record.levelname.lower()}: {short(line, 300)}"
+        if self.tracebacks and record.exc_info:
+            text += "\n" + self.redact(self.formatException(record.exc_info))
+        return text
+
+
+def configure_cli_logging(level: int) -> None:
+    """stdlib and structlog records alike to stderr, one line each; stdout is the CLI's."""
+    import structlog
+
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            _structlog_line,
+        ],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.make_filtering_bound_logger(level),
+        cache_logger_on_first_use=True,
+    )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(OneLine(tracebacks=level <= logging.DEBUG))
+    handler.addFilter(_not_benign)
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    # Temporal's Rust core logs through Python too (else it prints colored lines itself).
+    from temporalio.runtime import (
+        LogForwardingConfig,
+        LoggingConfig,
+        Runtime,
+        TelemetryConfig,
+        TelemetryFilter,
+    )
+
+    core = LoggingConfig(
+        filter=TelemetryFilter(core_level="WARN", other_level="ERROR"),
+        forwarding=LogForwardingConfig(
+            logger=logging.getLogger("temporalio.core"), append_log_fields_to_message=False
+        ),
+    )
+    Runtime.set_default(
+        Runtime(telemetry=TelemetryConfig(logging=core)), error_if_already_set=False
+    )
+
+
+# A step still running when its canceled run has ended completes into the void; the
+# core says so. Nothing is wrong.
+BENIGN = ("Activity not found on completion",)
+
+
+def _not_benign(record: logging.LogRecord) -> bool:
+    err = record.exc_info[1] if record.exc_info else None
+    if isinstance(err, asyncio.CancelledError | TemporalCancelled):
+        return False  # a step canceled with its run: the live view says so
+    message = record.getMessage()
+    return not any(b in message for b in BENIGN)
+
+
+def _structlog_line(_: Any, __: str, event: dict[str, Any]) -> str:
+    """A structlog event as one line of `event key=value ...` (OneLine adds the prefix)."""
+    text = str(event.pop("event", ""))
+    event.pop("level", None)
+    extras = " ".join(f"{k}={v}" for k, v in event.items() if k != "exc_info")
+    return f"{text} {extras}".strip()
 
 
 def short(text: str | None, width: int = 90) -> str:
@@ -247,6 +362,15 @@ def describe_event(e: TraceEvent) -> str:
     return f"{step} {e.type.value} {e.message}"
 
 
+def summary(result: RunResult, ui: str | None) -> dict[str, Any]:
+    """The `--json` summary; a run that did not complete has no output to show (its
+    committed steps were compensated, or it failed)."""
+    s = result.summary(ui)
+    if result.status is not RunStatus.COMPLETED:
+        s["output"] = None
+    return s
+
+
 def print_summary(result: RunResult, ui: str | None) -> None:
     s = result.summary(ui)
     print(
@@ -258,10 +382,31 @@ def print_summary(result: RunResult, ui: str | None) -> None:
     print(f"usage: {u.input_tokens} in / {u.output_tokens} out tokens, ${u.cost_usd:.4f}")
     if result.error:
         print(f"reason: {result.error}")
-    if result.output:
-        print("output:\n" + textwrap.indent(textwrap.shorten(result.output, 600), "  "))
+    if result.status is RunStatus.COMPLETED:
+        if result.output:
+            print("output:\n" + textwrap.indent(textwrap.shorten(result.output, 600), "  "))
+    elif result.compensations:
+        failed = sum(1 for c in result.compensations if not c.ok)
+        total = len(result.compensations)
+        if failed:
+            print(
+                f"output: withheld; {failed} of {total} compensations failed, so committed "
+                "side effects may remain"
+            )
+        else:
+            undid = f"{total} compensation{'s' if total > 1 else ''} undid"
+            print(f"output: retracted ({undid} the committed steps)")
+    elif result.verified:
+        print("output: none (the run did not complete)")
     if ui:
         print(f"Web UI: {ui}")
+
+
+def report(result: RunResult, args: argparse.Namespace, ui: str | None) -> None:
+    if args.json:
+        emit_json(summary(result, ui))
+    else:
+        print_summary(result, ui)
 
 
 # ---------------------------------------------------------------- spec loading
@@ -277,57 +422,181 @@ def parse_inputs(pairs: Sequence[str]) -> dict[str, str]:
     return inputs
 
 
-def load_spec(path: str, extra_modules: Sequence[str]) -> PipelineSpec:
-    """Parse and check a pipeline before anything starts: every activity must exist."""
+def load_spec(
+    path: str, extra_modules: Sequence[str], inputs: dict[str, str] | None = None
+) -> PipelineSpec:
+    """Parse and check a pipeline before anything starts: every activity must exist, the
+    built-in steps' params make sense, and every {placeholder} has a value."""
     spec = PipelineSpec.from_yaml(path)
     try:
         known = {activity_name(fn) for fn in collect([*spec.modules, *extra_modules])}
     except ModuleError as exc:
         raise UsageError(f"{path}: {exc}") from None
-    check_spec(spec, known, path, "add its module under `modules:` or pass --activities MODULE")
+    check_spec(
+        spec,
+        known,
+        path,
+        "add its module under `modules:` or pass --activities MODULE",
+        inputs=inputs,
+    )
     return spec
+
+
+# ---------------------------------------------------------------- following a run
+
+
+class Follower:
+    """Prints a run's events as they happen (resumable: it remembers the last seq), and
+    says when the run waits on a task queue no worker polls."""
+
+    def __init__(self, session: Session, handle: RunHandle, live: bool) -> None:
+        self.session = session
+        self.handle = handle
+        self.live = live
+        self.seen = 0
+        self.reported: set[str] = set()
+
+    async def run(self) -> RunResult:
+        watch = asyncio.create_task(self._watch_queues())
+        try:
+            async for event in self.handle.events(after=self.seen):
+                self.seen = event.seq
+                if self.live and event.type is not EventType.OUTPUT:  # the hash is for trace
+                    print(describe_event(event), flush=True)
+            return await self.handle.result()
+        finally:
+            watch.cancel()
+
+    async def _watch_queues(self) -> None:
+        while True:
+            await asyncio.sleep(QUEUE_CHECK_S)
+            try:
+                queues = await unpolled_task_queues(self.session.client.client, self.handle.id)
+            except (RPCError, RaftlineError):
+                continue
+            for queue in queues:
+                if queue not in self.reported:
+                    self.say(no_worker_message(queue))
+            self.reported = set(queues)  # said again if it recurs later
+
+    def say(self, message: str) -> None:
+        if self.live:
+            print(f"{'':14} waiting: {message}", flush=True)
+        else:
+            progress(f"raftline: warning: {message}")
+
+
+async def show_countdown(run_id: str, seconds: float) -> None:
+    """The time left for an interrupted run's compensations, on stderr."""
+    tty = sys.stderr.isatty()
+    left = int(seconds)
+    try:
+        while left > 0:
+            if tty:
+                print(
+                    f"\rraftline: waiting for run {run_id} to compensate: {left:>2} s left "
+                    f"({INTERRUPTS.name} again to leave now) ",
+                    end="",
+                    file=sys.stderr,
+                    flush=True,
+                )
+            elif left % 10 == 0 and left != int(seconds):
+                progress(f"raftline: waiting for run {run_id} to compensate: {left} s left")
+            await asyncio.sleep(1)
+            left -= 1
+    finally:
+        if tty:
+            print("\r\033[K", end="", file=sys.stderr, flush=True)
+
+
+async def cancel_interrupted(
+    handle: RunHandle, follower: Follower, args: argparse.Namespace, ui: str | None
+) -> int:
+    """Ctrl-C or SIGTERM during a run this command started: cancel it, follow its
+    compensations for up to CANCEL_WAIT_S (the in-process worker runs them), report."""
+    INTERRUPTS.run_id = handle.id
+    progress(
+        f"raftline: {INTERRUPTS.name}: canceling run {handle.id}; its committed steps are "
+        f"compensated (waiting up to {CANCEL_WAIT_S:.0f} s; {INTERRUPTS.name} again leaves now)"
+    )
+    try:
+        await handle.cancel()
+    except RunNotFound:
+        pass  # it ended in the meantime: its result says how
+    countdown = asyncio.create_task(show_countdown(handle.id, CANCEL_WAIT_S))
+    try:
+        result = await asyncio.wait_for(follower.run(), CANCEL_WAIT_S)
+    except TimeoutError:
+        progress(
+            f"raftline: run {handle.id} did not finish canceling in {CANCEL_WAIT_S:.0f} s: "
+            f"a worker finishes its compensations (see `raftline status {handle.id}`)"
+        )
+        return INTERRUPTS.code
+    except RaftlineError as exc:
+        progress(f"raftline: run {handle.id} canceled; its record cannot be read: {exc}")
+        return INTERRUPTS.code
+    finally:
+        countdown.cancel()
+        await asyncio.gather(countdown, return_exceptions=True)
+    INTERRUPTS.run_id = None
+    report(result, args, ui)
+    done = sum(1 for c in result.compensations if c.ok)
+    progress(
+        f"raftline: interrupted: run {handle.id} ended {result.status.value} "
+        f"({done} compensation{'s' if done != 1 else ''} done)"
+    )
+    return INTERRUPTS.code
 
 
 # ---------------------------------------------------------------- commands
 
 
-async def follow(handle: RunHandle, live: bool) -> RunResult:
-    if live:
-        async for event in handle.events():
-            if event.type is not EventType.OUTPUT:  # the hash is for `trace`, not the live view
-                print(describe_event(event), flush=True)
-    return await handle.result()
-
-
 async def start_and_follow(
     args: argparse.Namespace, spec: PipelineSpec, task: Task, embed: bool = True
 ) -> int:
-    args.spec_modules = spec.modules
     # An in-process worker unless detached or told not to: extra workers on a queue are
     # harmless, and asking the server whether one polls is unreliable after a crash.
     want_worker = not (args.detach or args.no_worker)
-    async with Session(args, embed=not args.detach and embed, worker=want_worker) as session:
+    workflow_id = args.id or f"{spec.name}-{uuid.uuid4().hex[:8]}"
+    async with open_session(
+        args,
+        embed=not args.detach and embed,
+        worker=want_worker,
+        modules=[*args.activities, *spec.modules],
+    ) as session:
         if args.detach and await session.no_workers():
-            progress(
-                f"note: no worker polls task queue {session.client.task_queue!r}; "
-                "start one with `raftline-worker` or the run will wait"
-            )
-        handle = await session.client.start(spec, task, id=args.id)
+            progress(f"note: {no_worker_message(session.client.task_queue)}, or the run waits")
+        # Started whatever happens next: a signal during the call waits for it, so the
+        # run it may have created is known (and canceled).
+        starting = asyncio.ensure_future(session.client.start(spec, task, id=workflow_id))
+        try:
+            handle = await asyncio.shield(starting)
+            interrupted = False
+        except asyncio.CancelledError:
+            if not INTERRUPTS.absorb():
+                starting.cancel()
+                raise
+            handle, interrupted = await starting, True
         ui = session.ui_url(handle.id)
-        if args.detach:
+        if args.detach:  # a detached run is never touched: not even by a signal
             if args.json:
                 emit_json({"workflow_id": handle.id, "status": "running", "ui_url": ui})
             else:
-                print(f"started {handle.id}\nWeb UI: {ui}")
-            return 0
+                print(f"started {handle.id}" + (f"\nWeb UI: {ui}" if ui else ""))
+            return INTERRUPTS.code if interrupted else 0
+        follower = Follower(session, handle, live=not args.json)
+        if interrupted:
+            return await cancel_interrupted(handle, follower, args, ui)
         if not args.json:
             print(f"run {handle.id} of {spec.name}: {task.goal}")
-        result = await follow(handle, live=not args.json)
-        if args.json:
-            emit_json(result.summary(ui))
-        else:
-            print_summary(result, ui)
-        if getattr(args, "wait", False) and session.server is not None:
+        try:
+            result = await follower.run()
+        except asyncio.CancelledError:
+            if not INTERRUPTS.absorb():
+                raise
+            return await cancel_interrupted(handle, follower, args, ui)
+        report(result, args, ui)
+        if getattr(args, "wait", False) and session.server is not None and session.ui_url():
             progress(
                 f"The Web UI stays up at {session.ui_url()} until you press Ctrl-C "
                 "(use --no-wait to exit at once)."
@@ -337,56 +606,94 @@ async def start_and_follow(
 
 
 async def cmd_run(args: argparse.Namespace) -> int:
-    spec = load_spec(args.pipeline, args.activities)
     if not args.goal or not args.goal.strip():
         raise UsageError("--goal must not be empty")
-    task = Task(goal=args.goal, inputs=parse_inputs(args.input))
-    return await start_and_follow(args, spec, task)
+    inputs = parse_inputs(args.input)
+    spec = load_spec(args.pipeline, args.activities, inputs)
+    return await start_and_follow(args, spec, Task(goal=args.goal, inputs=inputs))
 
 
 async def cmd_demo(args: argparse.Namespace) -> int:
-    spec = load_spec(str(DEMO_PIPELINE), [])
+    spec = load_spec(str(DEMO_PIPELINE), [], DEMO_INPUTS)
     args.detach, args.no_worker, args.id, args.activities = False, False, None, []
     args.wait = not args.no_wait
     return await start_and_follow(args, spec, Task(goal=DEMO_GOAL, inputs=DEMO_INPUTS))
 
 
+def status_of_result(result: RunResult) -> dict[str, Any]:
+    return {
+        "workflow_id": result.workflow_id,
+        "pipeline": result.pipeline,
+        "status": result.status.value,
+        "current_step": result.failed_step,
+        "verified": f"{result.verified}/{result.steps_total}",
+        "breaker": {"trips": result.breaker_trips},
+        "checkpoints": [
+            {"seq": c.seq, "step": c.step, "sha256": c.sha256, "attempt": c.attempt}
+            for c in result.checkpoints
+        ],
+    }
+
+
+def status_of_view(st: StatusView) -> dict[str, Any]:
+    return {
+        "workflow_id": st.workflow_id,
+        "pipeline": st.pipeline,
+        "status": st.status.value,
+        "current_step": st.current_step,
+        "attempt": st.attempt,
+        "verified": f"{st.verified}/{st.steps_total}",
+        "breaker": st.breaker.model_dump(),
+        "checkpoints": [r.model_dump() for r in st.checkpoints],
+    }
+
+
+async def live_status(session: Session, workflow_id: str, queue: str) -> dict[str, Any]:
+    """A running run's status: its own answer when a worker serves it, else rebuilt from
+    its history here (within a second, not after the query's long timeout)."""
+    client = session.client.client
+    reason = "no worker is running"
+    if await has_pollers(client, queue, TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW):
+        try:
+            st: StatusView = await client.get_workflow_handle(workflow_id).query(
+                VerifiedPipeline.status, rpc_timeout=STATUS_QUERY_TIMEOUT
+            )
+            return {**status_of_view(st), "source": "query"}
+        except (WorkflowQueryFailedError, RPCError):
+            reason = "no worker answered"
+    view = status_of_view(await status_from_history(client, workflow_id))
+    return {**view, "source": f"from history: {reason}"}
+
+
 async def cmd_status(args: argparse.Namespace) -> int:
-    async with Session(args, embed=embedded_db_exists(), worker=None) as session:
-        handle = await session.run_handle(args.id)
-        if not await handle.is_running():
-            result = await handle.result()
-            view: dict[str, Any] = {
-                "workflow_id": result.workflow_id,
-                "pipeline": result.pipeline,
-                "status": result.status.value,
-                "current_step": result.failed_step,
-                "verified": f"{result.verified}/{result.steps_total}",
-                "breaker": {"trips": result.breaker_trips},
-                "checkpoints": [
-                    {"seq": c.seq, "step": c.step, "sha256": c.sha256, "attempt": c.attempt}
-                    for c in result.checkpoints
-                ],
-            }
+    # No worker: status only reads (a worker here would resume the run as a side effect).
+    async with open_session(args, embed=embedded_db_exists(), worker=False) as session:
+        raw = session.client.client.get_workflow_handle(args.id)
+        try:
+            desc = await raw.describe()
+        except RPCError as err:
+            if err.status == RPCStatusCode.NOT_FOUND:
+                raise RunNotFound(f"no run with id {args.id!r}") from None
+            raise RunUnavailable(f"run {args.id}: {err.message}") from None
+        queues: list[str] = []
+        if desc.status == WorkflowExecutionStatus.RUNNING:
+            queue = desc.raw_description.execution_config.task_queue.name or desc.task_queue
+            view = await live_status(session, args.id, queue)
+            queues = await unpolled_task_queues(session.client.client, args.id)
+            view["unpolled_task_queues"] = queues
+        elif desc.status == WorkflowExecutionStatus.CANCELED:  # no result: its history tells
+            view = status_of_view(await status_from_history(session.client.client, args.id))
         else:
-            st = await handle.status()
-            view = {
-                "workflow_id": st.workflow_id,
-                "pipeline": st.pipeline,
-                "status": st.status.value,
-                "current_step": st.current_step,
-                "attempt": st.attempt,
-                "verified": f"{st.verified}/{st.steps_total}",
-                "breaker": st.breaker.model_dump(),
-                "checkpoints": [r.model_dump() for r in st.checkpoints],
-            }
+            view = status_of_result(await session.client.get(args.id).result())
         view["ui_url"] = session.ui_url(args.id)
         if args.json:
             emit_json(view)
             return 0
+        source = view.get("source", "")
+        mark = f" ({source})" if source.startswith("from history") else ""
         print(
             f"{view['workflow_id']} ({view['pipeline']}): {view['status']}, "
-            f"{view['verified']} verified"
+            f"{view['verified']} verified{mark}"
         )
         if view.get("current_step"):
             print(f"current step: {view['current_step']} attempt {view.get('attempt', '-')}")
@@ -394,24 +701,23 @@ async def cmd_status(args: argparse.Namespace) -> int:
         print("breaker: " + ", ".join(f"{k} {v}" for k, v in breaker.items()))
         for c in view["checkpoints"]:
             print(f"  checkpoint #{c['seq']} {c['step']} sha256 {c['sha256'][:12]}")
-        print(f"Web UI: {view['ui_url']}")
+        for queue in queues:
+            print(f"waiting: {no_worker_message(queue)}")
+        if view["ui_url"]:
+            print(f"Web UI: {view['ui_url']}")
         return 0
 
 
 async def cmd_result(args: argparse.Namespace) -> int:
-    async with Session(args, embed=embedded_db_exists(), worker=None) as session:
-        result = await (await session.run_handle(args.id)).result()
-        ui = session.ui_url(args.id)
-        if args.json:
-            emit_json(result.summary(ui))
-        else:
-            print_summary(result, ui)
+    async with open_session(args, embed=embedded_db_exists(), worker=None) as session:
+        result = await (await run_handle(session, args.id)).result()
+        report(result, args, session.ui_url(args.id))
         return 0 if result.success else 1
 
 
 async def cmd_trace(args: argparse.Namespace) -> int:
-    async with Session(args, embed=embedded_db_exists(), worker=None) as session:
-        events = await (await session.run_handle(args.id)).trace()
+    async with open_session(args, embed=embedded_db_exists(), worker=None) as session:
+        events = await (await run_handle(session, args.id)).trace()
         if args.json:
             emit_json(
                 {"workflow_id": args.id, "events": [e.model_dump(mode="json") for e in events]}
@@ -423,7 +729,7 @@ async def cmd_trace(args: argparse.Namespace) -> int:
 
 
 async def cmd_cancel(args: argparse.Namespace) -> int:
-    async with Session(args, embed=embedded_db_exists(), worker=None) as session:
+    async with open_session(args, embed=embedded_db_exists(), worker=None) as session:
         handle = session.client.get(args.id)
         if not await handle.is_running():
             raise UsageError(f"run {args.id} is not running")
@@ -439,7 +745,7 @@ async def cmd_cancel(args: argparse.Namespace) -> int:
 
 
 async def cmd_list(args: argparse.Namespace) -> int:
-    async with Session(args, embed=embedded_db_exists(), worker=False) as session:
+    async with open_session(args, embed=embedded_db_exists(), worker=False) as session:
         rows = await session.client.list(args.status, limit=args.limit)
         if args.json:
             emit_json({"runs": rows})
@@ -455,7 +761,7 @@ async def cmd_list(args: argparse.Namespace) -> int:
 
 
 async def cmd_replay(args: argparse.Namespace) -> int:
-    async with Session(args, embed=embedded_db_exists(), worker=False) as session:
+    async with open_session(args, embed=embedded_db_exists(), worker=False) as session:
         handle = session.client.client.get_workflow_handle(args.id)
         try:
             history = await handle.fetch_history()
@@ -513,27 +819,34 @@ async def cmd_codec_server(args: argparse.Namespace) -> int:
 
 
 async def cmd_server(args: argparse.Namespace) -> int:
-    config = connect_config(args.address)
-    address = config["target_host"]
+    address = str(connect_settings(args.address)["target_host"])
     host, port = split_address(address)
-    if not is_local(address):
+    if host not in LOCAL_HOSTS:
         raise UsageError(f"TEMPORAL_ADDRESS {address} is not local: the embedded server is local")
     if port_open(host, port):
         raise UsageError(f"something already answers at {address}")
-    server = await asyncio.to_thread(embedded_for(address, headless=args.headless).start)
-    print(f"Temporal server at {server.address}, data in {server.db_file}")
-    if server.ui_url:
-        print(f"Web UI: {server.ui_url}")
-    print("Ctrl-C to stop.")
+    server = embedded_for(address, headless=args.headless)
+    server.spawn()  # from the main thread: the server dies with this process
     try:
-        if server.process is not None:
-            exited = asyncio.create_task(asyncio.to_thread(server.process.wait))
-            stopped = asyncio.create_task(until_stopped())
-            await asyncio.wait({exited, stopped}, return_when=asyncio.FIRST_COMPLETED)
-            stopped.cancel()
+        while not server.ready():  # noqa: ASYNC110 - polls a child process and a port
+            await asyncio.sleep(0.1)
+        print(f"Temporal server at {server.address}, data in {server.db_file}")
+        if server.ui_url:
+            print(f"Web UI: {server.ui_url}")
+        print("Ctrl-C to stop.", flush=True)
+        assert server.process is not None
+        exited = asyncio.ensure_future(asyncio.to_thread(server.process.wait))
+        try:
+            code = await asyncio.shield(exited)
+        except asyncio.CancelledError:
+            if not INTERRUPTS.absorb():
+                raise
+            return 0  # Ctrl-C is how this command ends
+        raise TemporalUnreachable(
+            f"the embedded Temporal server exited ({code}); see {server.log_file}"
+        )
     finally:
         await asyncio.to_thread(server.stop)
-    return 0
 
 
 # ---------------------------------------------------------------- argument parsing
@@ -542,6 +855,22 @@ async def cmd_server(args: argparse.Namespace) -> int:
 class Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"raftline: {message} (see {self.prog} --help)\n")
+
+
+def run_id(text: str) -> str:
+    if not text.strip():
+        raise argparse.ArgumentTypeError("a run id must not be empty")
+    return text
+
+
+def positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -557,7 +886,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("pipeline", help="pipeline YAML file")
     run.add_argument("--goal", required=True, help="the task's goal")
     run.add_argument("--input", action="append", default=[], metavar="KEY=VALUE")
-    run.add_argument("--id", default=None, help="workflow id (default: PIPELINE-RANDOM)")
+    run.add_argument("--id", default=None, type=run_id, help="workflow id (default: NAME-RANDOM)")
     run.add_argument("--detach", action="store_true", help="start and return at once")
     run.add_argument("--json", action="store_true")
     run.add_argument("--activities", nargs="*", default=[], metavar="MODULE")
@@ -573,29 +902,17 @@ def build_parser() -> argparse.ArgumentParser:
         ("trace", "show a run's decision trace"),
     ):
         c = sub.add_parser(name, help=help_)
-        c.add_argument("id")
+        c.add_argument("id", type=run_id)
         c.add_argument("--json", action="store_true")
 
     replay = sub.add_parser("replay", help="replay a run's history against today's code")
-    replay.add_argument("id")
+    replay.add_argument("id", type=run_id)
     cancel = sub.add_parser("cancel", help="cancel a run (its commits are compensated)")
-    cancel.add_argument("id")
+    cancel.add_argument("id", type=run_id)
 
     lst = sub.add_parser("list", help="list runs")
-    lst.add_argument(
-        "--status",
-        default=None,
-        choices=[
-            "running",
-            "breaker_open",
-            "compensating",
-            "completed",
-            "compensated",
-            "failed",
-            "canceled",
-        ],
-    )
-    lst.add_argument("--limit", type=int, default=50)
+    lst.add_argument("--status", default=None, choices=[s.value for s in RunStatus])
+    lst.add_argument("--limit", type=positive, default=50, help="at most N runs (default 50)")
     lst.add_argument("--json", action="store_true")
 
     server = sub.add_parser("server", help="the embedded Temporal server, in the foreground")
@@ -629,13 +946,23 @@ COMMANDS = {
 }
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    from raftline.worker import configure_logging
-
-    args = build_parser().parse_args(argv)
-    configure_logging(json_logs=True, level=int(os.environ.get("RAFTLINE_LOG_LEVEL", "30")))
+async def run_command(args: argparse.Namespace) -> int:
+    """The command, with SIGINT/SIGTERM turned into a clean way out (see Interrupts)."""
+    INTERRUPTS.install()
     try:
-        return asyncio.run(COMMANDS[args.command](args))
+        return await COMMANDS[args.command](args)
+    except asyncio.CancelledError:
+        if not INTERRUPTS.absorb():
+            raise
+        progress(f"raftline: interrupted ({INTERRUPTS.name})")
+        return INTERRUPTS.code
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    configure_cli_logging(int(os.environ.get("RAFTLINE_LOG_LEVEL", logging.WARNING)))
+    try:
+        return asyncio.run(run_command(args))
     except (
         SpecError,
         UsageError,
@@ -647,13 +974,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     ) as exc:
         print(f"raftline: {exc}", file=sys.stderr)
         return 2
-    except (TemporalUnreachable, ServerError) as exc:
+    except TemporalUnreachable as exc:
         print(f"raftline: {exc}", file=sys.stderr)
         return 3
     except RaftlineError as exc:
         print(f"raftline: {exc}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # before the command's signal handlers were in place
         print("raftline: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:  # `raftline trace ID | head`: the reader left, that is fine

@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import getpass
 import os
 import uuid
 from collections.abc import AsyncIterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 from temporalio.api.operatorservice.v1 import (
     AddSearchAttributesRequest,
     ListSearchAttributesRequest,
@@ -24,6 +25,7 @@ from temporalio.client import (
     WorkflowFailureError,
     WorkflowHandle,
     WorkflowQueryFailedError,
+    WorkflowUpdateFailedError,
 )
 from temporalio.common import SearchAttributePair, TypedSearchAttributes
 from temporalio.contrib.pydantic import pydantic_data_converter
@@ -33,7 +35,12 @@ from temporalio.exceptions import ApplicationError, CancelledError, WorkflowAlre
 from temporalio.service import RPCError
 
 from raftline.models import (
+    CompensationAction,
+    ForkSpec,
+    PendingReview,
     PipelineSpec,
+    ReviewDecision,
+    ReviewOutcome,
     RunInput,
     RunResult,
     RunStatus,
@@ -41,9 +48,11 @@ from raftline.models import (
     StatusView,
     Task,
     TraceEvent,
+    TraceSlice,
     describe_validation_error,
 )
 from raftline.settings import (
+    RAFT_FORK_OF,
     RAFT_PIPELINE,
     RAFT_STATUS,
     SEARCH_ATTRIBUTES,
@@ -77,6 +86,11 @@ class RunUnavailable(RaftlineError):
 
 class RunExists(RaftlineError):
     """start() with the id of a run that is still running."""
+
+
+class Refused(RaftlineError):
+    """A decision or action the run refused (its validator said why), or a fork that
+    cannot be made: the message is one line."""
 
 
 def connect_config(address: str | None = None) -> dict[str, Any]:
@@ -183,18 +197,22 @@ class RunHandle:
         return self._handle.id
 
     async def result(self) -> RunResult:
-        """The run's result, waiting for it to end. Failed runs return too (success False)."""
+        """The run's result, waiting for it to end. Failed runs return too (success False).
+        Its checkpoints carry their outputs and its trace covers the whole continue-as-new
+        chain (both are fetched from the output store; the run itself holds references)."""
         try:
-            return await self._handle.result(rpc_timeout=None)
+            result = await self._handle.result(rpc_timeout=None)
         except WorkflowFailureError as err:
             cause = err.cause
             if isinstance(cause, ApplicationError) and cause.type == "PipelineFailed":
-                return RunResult.model_validate(cause.details[0])
-            if isinstance(cause, CancelledError):
-                return await self._query_result(RunStatus.CANCELED)
-            raise RaftlineError(f"run {self.id} failed: {cause or err}") from None
+                result = RunResult.model_validate(cause.details[0])
+            elif isinstance(cause, CancelledError):
+                result = await self._query_result(RunStatus.CANCELED)
+            else:
+                raise RaftlineError(f"run {self.id} failed: {cause or err}") from None
         except RPCError as err:
             raise _rpc_error(self.id, err) from None
+        return await _complete(result, self._handle)
 
     async def status(self) -> StatusView:
         try:
@@ -220,7 +238,22 @@ class RunHandle:
             )
         except (WorkflowQueryFailedError, RPCError) as err:
             raise _rpc_error(self.id, err) from None
-        return [e for e in events if e.seq > after]
+        events = [e for e in events if e.seq > after]
+        if not events or events[0].seq > after + 1:
+            # Continued as new since `after`: the earlier runs' events are in the store.
+            events = [*await self._archived(after, events), *events]
+        return events
+
+    async def _archived(self, after: int, newer: list[TraceEvent]) -> list[TraceEvent]:
+        try:
+            slices: list[TraceSlice] = await self._handle.query(
+                VerifiedPipeline.trace_archive, rpc_timeout=QUERY_TIMEOUT
+            )
+        except (WorkflowQueryFailedError, RPCError):
+            return []  # a run from before 0.2, or between runs of the chain: next poll
+        limit = newer[0].seq if newer else None
+        events = await _load_slices(slices, after, self._handle)
+        return [e for e in events if limit is None or e.seq < limit]
 
     async def is_running(self) -> bool:
         return await self.execution_status() == WorkflowExecutionStatus.RUNNING
@@ -267,6 +300,105 @@ class RunHandle:
                 return
             await asyncio.sleep(poll_s)
 
+    # ------------------------------------------------------------ human review
+
+    async def reviews(self) -> list[PendingReview]:
+        """The run's pending reviews (each with the output waiting for a decision)."""
+        try:
+            return await self._handle.query(VerifiedPipeline.reviews, rpc_timeout=QUERY_TIMEOUT)
+        except (WorkflowQueryFailedError, RPCError) as err:
+            raise _rpc_error(self.id, err) from None
+
+    async def approve(
+        self,
+        step: str,
+        *,
+        note: str | None = None,
+        by: str | None = None,
+        attempt: int | None = None,
+        item: int | None = None,
+        update_id: str | None = None,
+    ) -> ReviewOutcome:
+        """Approve the pending review of `step`: its output commits (recorded as yours)."""
+        return await self._decide(
+            "approve",
+            ReviewDecision(step=step, note=note, by=by, attempt=attempt, item=item),
+            update_id,
+        )
+
+    async def reject(
+        self,
+        step: str,
+        hint: str | None = None,
+        *,
+        error_class: str | None = None,
+        by: str | None = None,
+        attempt: int | None = None,
+        item: int | None = None,
+        update_id: str | None = None,
+    ) -> ReviewOutcome:
+        """Reject it: the step retries with `hint` (and `error_class`); `before` without a
+        hint ends the run."""
+        return await self._decide(
+            "reject",
+            ReviewDecision(
+                step=step, hint=hint, error_class=error_class, by=by, attempt=attempt, item=item
+            ),
+            update_id,
+        )
+
+    async def edit(
+        self,
+        step: str,
+        output: str,
+        *,
+        note: str | None = None,
+        by: str | None = None,
+        attempt: int | None = None,
+        item: int | None = None,
+        update_id: str | None = None,
+    ) -> ReviewOutcome:
+        """Replace the pending output with yours: it must pass the step's L1 rules, and
+        commits with verdict tier HUMAN."""
+        return await self._decide(
+            "edit",
+            ReviewDecision(step=step, output=output, note=note, by=by, attempt=attempt, item=item),
+            update_id,
+        )
+
+    async def _decide(
+        self, kind: str, decision: ReviewDecision, update_id: str | None
+    ) -> ReviewOutcome:
+        if decision.by is None:
+            decision.by = _os_user()
+        try:
+            outcome: ReviewOutcome = await self._handle.execute_update(
+                kind, decision, id=update_id, result_type=ReviewOutcome
+            )
+        except WorkflowUpdateFailedError as err:
+            raise Refused(f"run {self.id}: {_update_reason(err)}") from None
+        except RPCError as err:
+            raise _rpc_error(self.id, err) from None
+        return outcome
+
+    # ------------------------------------------------------------ operators
+
+    async def compensations(
+        self, *, retry: bool = False, resolve: str | None = None, by: str | None = None
+    ) -> StatusView:
+        """A run in needs_attention: retry its failed compensations, or mark them handled
+        by hand (`resolve` is the note). Returns the run's status afterwards."""
+        action = CompensationAction(retry=retry, resolve=resolve, by=by or _os_user())
+        try:
+            view: StatusView = await self._handle.execute_update(
+                VerifiedPipeline.compensations, action, result_type=StatusView
+            )
+        except WorkflowUpdateFailedError as err:
+            raise Refused(f"run {self.id}: {_update_reason(err)}") from None
+        except RPCError as err:
+            raise _rpc_error(self.id, err) from None
+        return view
+
     async def _query_result(self, status: RunStatus) -> RunResult:
         try:
             result: RunResult = await asyncio.wait_for(
@@ -307,7 +439,11 @@ class RaftlineClient:
         return cls(await temporal_client(address, **options), queue)
 
     async def start(
-        self, pipeline: PipelineSpec | Any, task: Task | str | dict[str, Any], id: str | None = None
+        self,
+        pipeline: PipelineSpec | Any,
+        task: Task | str | dict[str, Any],
+        id: str | None = None,
+        fork: ForkSpec | None = None,
     ) -> RunHandle:
         """Start a run and return its handle at once. `pipeline`: a PipelineSpec, or a
         raftline.Pipeline (its `.spec`; a worker must register its functions); `task`: a
@@ -320,11 +456,19 @@ class RaftlineClient:
         try:
             handle = await self.client.start_workflow(
                 WORKFLOW_NAME,
-                RunInput(spec=spec, task=task, search_attributes=self._search_attributes),
+                RunInput(
+                    spec=spec, task=task, search_attributes=self._search_attributes, fork=fork
+                ),
                 id=workflow_id,
                 task_queue=self.task_queue,
                 result_type=RunResult,
-                memo={"pipeline": spec.name, "goal": task.goal},
+                memo={
+                    "pipeline": spec.name,
+                    "goal": task.goal,
+                    **(
+                        {"fork_of": fork.source_workflow_id, "from": fork.from_step} if fork else {}
+                    ),
+                },
                 static_summary=f"{spec.name}: {task.goal}"[:200],
                 # Indexed from the start, so the workflow need not write them itself.
                 search_attributes=(
@@ -332,6 +476,11 @@ class RaftlineClient:
                         [
                             SearchAttributePair(RAFT_STATUS, RunStatus.RUNNING.value),
                             SearchAttributePair(RAFT_PIPELINE, spec.name),
+                            *(
+                                [SearchAttributePair(RAFT_FORK_OF, fork.source_workflow_id)]
+                                if fork
+                                else []
+                            ),
                         ]
                     )
                     if self._search_attributes
@@ -372,6 +521,71 @@ class RaftlineClient:
             )
         return rows
 
+    async def pending_reviews(self, limit: int = 200) -> list[PendingReview]:
+        """Every pending review across runs: the runs visibility lists as awaiting_review,
+        each asked for its reviews (a run no worker can answer shows what the index has)."""
+        query = f"WorkflowType = '{WORKFLOW_NAME}' AND RaftStatus = 'awaiting_review'"
+        found: list[PendingReview] = []
+        async for wf in self.client.list_workflows(query, limit=limit):
+            try:
+                pending = await self.get(wf.id).reviews()
+            except RaftlineError:
+                attrs = wf.typed_search_attributes
+                when = wf.start_time or datetime.now(UTC)
+                pending = [
+                    PendingReview(
+                        step=_attr(attrs, "RaftStep") or "?",
+                        attempt=0,
+                        why="unknown: no worker answers the run's reviews query",
+                        since=when,
+                        deadline=when,
+                    )
+                ]
+            pipeline = _attr(wf.typed_search_attributes, "RaftPipeline") or ""
+            for review in pending:
+                review.workflow_id, review.pipeline = wf.id, review.pipeline or pipeline
+            found += pending
+        return found
+
+    async def fork(
+        self,
+        run_id: str,
+        from_step: str,
+        *,
+        hint: str | None = None,
+        output: str | None = None,
+        by: str | None = None,
+        pipeline: PipelineSpec | Any = None,
+        set_params: dict[str, Any] | None = None,
+        models: dict[str, str] | None = None,
+        id: str | None = None,
+    ) -> RunHandle:
+        """A new run of the same pipeline (or `pipeline`) that reuses `run_id`'s committed
+        checkpoints of every step that is not `from_step` or downstream of it, and runs
+        `from_step` (with `hint`, or committing `output` as a human's edit) and its
+        descendants. Raises Refused (one line) when the fork cannot be made."""
+        from raftline.fork import plan_fork
+
+        plan = await plan_fork(
+            self,
+            run_id,
+            from_step,
+            hint=hint,
+            output=output,
+            by=by or _os_user(),
+            pipeline=_spec_of(pipeline) if pipeline is not None else None,
+            set_params=set_params or {},
+            models=models or {},
+        )
+        return await self.start(plan.spec, plan.task, id=id, fork=plan.fork)
+
+    async def diff(self, run_a: str, run_b: str) -> dict[str, Any]:
+        """Step by step: same output or not (sha256), verdicts, attempts, tokens and cost of
+        each side, and a unified diff of the outputs that differ."""
+        from raftline.fork import diff_runs
+
+        return diff_runs(await self.get(run_a).result(), await self.get(run_b).result())
+
 
 async def connect(
     address: str | None = None, queue: str | None = None, **options: Any
@@ -402,3 +616,100 @@ def _attr(attrs: Any, name: str) -> Any:
         if pair.key.name == name:
             return pair.value
     return None
+
+
+def _os_user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no user database entry (containers)
+        return "unknown"
+
+
+def _update_reason(err: WorkflowUpdateFailedError) -> str:
+    cause = err.cause
+    while cause is not None and getattr(cause, "cause", None) is not None:
+        cause = cause.cause
+    text = str(cause or err)
+    return text.splitlines()[0] if text else "refused"
+
+
+async def _load_slices(
+    slices: list[TraceSlice], after: int, handle: WorkflowHandle[Any, Any]
+) -> list[TraceEvent]:
+    """Trace events of earlier runs of a chain, seq > after: from the output store, else
+    from the history of the run that archived them (no store, no worker needed)."""
+    from raftline.blobs import BlobMissing, blob_store, sha256_text
+
+    store = blob_store()
+    events: list[TraceEvent] = []
+    for piece in slices:
+        if piece.last_seq <= after:
+            continue
+        try:
+            raw = await store.get(piece.sha256)
+        except BlobMissing:
+            found = await _archived_in_history(handle, piece)
+            if found is None or sha256_text(found) != piece.sha256:
+                raise
+            raw = found
+        events += [e for e in TypeAdapter(list[TraceEvent]).validate_json(raw) if e.seq > after]
+    return events
+
+
+async def _archived_in_history(handle: WorkflowHandle[Any, Any], piece: TraceSlice) -> str | None:
+    """The archive_trace local activity's result, as its run's history recorded it."""
+    old = handle._client.get_workflow_handle(handle.id, run_id=piece.run_id)
+    converter = handle._client.data_converter
+    async for event in old.fetch_history_events():
+        if not event.HasField("marker_recorded_event_attributes"):
+            continue
+        result = event.marker_recorded_event_attributes.details.get("result")
+        if result is None or not result.payloads:
+            continue
+        try:
+            [value] = await converter.decode(list(result.payloads), [str])
+        except Exception:  # noqa: BLE001 - another local activity's result
+            continue
+        if isinstance(value, str) and value.startswith("[{"):
+            return value
+    return None
+
+
+async def _complete(result: RunResult, handle: WorkflowHandle[Any, Any]) -> RunResult:
+    """Fill in what the run holds by reference: checkpoint outputs, the final output (from
+    the store, else from the run's `output` query), and the trace of earlier runs of its
+    continue-as-new chain. An output found nowhere stays None."""
+    from raftline.blobs import BlobMissing, blob_store
+
+    missing = [c for c in result.checkpoints if c.output is None]
+    if not missing and result.output is not None and not result.trace_archive:
+        return result
+    store = blob_store()
+
+    async def text(sha256: str) -> str | None:
+        try:
+            return await store.get(sha256)
+        except BlobMissing:
+            try:
+                found: str | None = await handle.query(
+                    VerifiedPipeline.output, sha256, rpc_timeout=QUERY_TIMEOUT
+                )
+            except (WorkflowQueryFailedError, RPCError):
+                return None
+            return found
+
+    for checkpoint, found in zip(
+        missing, await asyncio.gather(*(text(c.sha256) for c in missing)), strict=True
+    ):
+        checkpoint.output = found
+    if result.output is None and result.output_sha256:
+        result.output = await text(result.output_sha256)
+    if result.trace_archive:
+        try:
+            earlier = await _load_slices(result.trace_archive, 0, handle)
+        except BlobMissing as exc:
+            raise RunUnavailable(f"run {result.workflow_id}: {exc}") from None
+        first = result.trace[0].seq if result.trace else None
+        result.trace = [e for e in earlier if first is None or e.seq < first] + result.trace
+        result.trace_archive = []
+    return result

@@ -24,22 +24,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from raftline.client import (
-    ConfigError,
-    RaftlineClient,
-    RunHandle,
-    TemporalUnreachable,
-    connect_config,
-    temporal_client,
-)
-from raftline.embedded import (
-    EmbeddedServer,
-    ServerError,
-    embedded_for,
-    is_local,
-    port_open,
-    split_address,
-)
+from raftline.activities.registry import activity_name, check_spec, collect
+from raftline.client import RaftlineClient, RunHandle
 from raftline.models import (
     PipelineSpec,
     RunResult,
@@ -49,6 +35,7 @@ from raftline.models import (
     describe_validation_error,
 )
 from raftline.pipelines import Pipeline, as_pipeline
+from raftline.session import CANCEL_WAIT_S, Session
 from raftline.settings import task_queue
 
 PipelineLike = Pipeline | PipelineSpec | str | Path
@@ -100,43 +87,17 @@ async def session(
     in-process worker serves `queue` (default RAFTLINE_TASK_QUEUE or raftline): the
     pipeline workflow, the built-in activities, the pipelines' functions and modules, and
     `activities`. Raises SpecError (bad pipeline), TemporalUnreachable or ConfigError.
+    The CLI runs on the same Session (raftline/session.py).
     """
     pipes = [as_pipeline(p) for p in pipelines]
     acts: dict[str, Callable[..., Any]] = {}
     if worker:
-        from raftline.activities.registry import activity_name, collect
-
         for act in [*collect(), *(a for p in pipes for a in p.worker_activities()), *activities]:
             acts[activity_name(act)] = act
-    config = connect_config(address)
-    target = str(config["target_host"])
-    try:
-        host, port = split_address(target)
-    except ServerError as exc:
-        raise ConfigError(str(exc)) from None
-    server: EmbeddedServer | None = None
-    if not await asyncio.to_thread(port_open, host, port):
-        if not (embed and is_local(target)):
-            raise TemporalUnreachable(
-                f"Temporal is unreachable at {target}: nothing answers there (set "
-                "TEMPORAL_ADDRESS, or start a local server with `raftline server`)"
-            )
-        try:
-            server = await asyncio.to_thread(embedded_for(target).start)
-        except ServerError as exc:
-            raise TemporalUnreachable(str(exc)) from None
-    try:
-        client = RaftlineClient(await temporal_client(target), queue)
-        if not worker:
-            yield client
-            return
-        from raftline.worker import build_worker
-
-        async with build_worker(client.client, client.task_queue, list(acts.values())):
-            yield client
-    finally:
-        if server is not None:
-            await asyncio.to_thread(server.stop)
+    async with Session(
+        address, queue=queue, embed=embed, worker=worker, activities=list(acts.values())
+    ) as s:
+        yield s.client
 
 
 async def arun(
@@ -163,8 +124,16 @@ async def arun(
     """
     pipe = as_pipeline(pipeline)
     the_task = as_task(task, inputs)
+    # Before anything starts: the activities (when we are the worker), the built-in
+    # steps' params, and every {placeholder} against the task's inputs.
+    check_spec(
+        pipe.spec,
+        map(activity_name, pipe.worker_activities()) if worker else None,
+        f"pipeline {pipe.name!r}",
+        "pass the function, or add its module to modules=",
+        inputs=the_task.inputs,
+    )
     if worker:
-        pipe.check()
         queue = queue or f"{task_queue()}-run-{uuid.uuid4().hex[:8]}"
     async with session(pipe, address=address, queue=queue, worker=worker, embed=embed) as client:
         handle = await client.start(pipe, the_task, id=id)
@@ -180,7 +149,7 @@ async def arun(
             raise
 
 
-async def _cancel(handle: RunHandle, wait_s: float = 15.0) -> None:
+async def _cancel(handle: RunHandle, wait_s: float = CANCEL_WAIT_S) -> None:
     with contextlib.suppress(Exception):
         await handle.cancel()
         await asyncio.wait_for(handle.result(), wait_s)

@@ -33,9 +33,12 @@ from temporalio.worker import (
     ActivityInboundInterceptor,
     ExecuteActivityInput,
     Interceptor,
+    WorkflowInboundInterceptor,
+    WorkflowInterceptorClassInput,
 )
 
 from raftline.models import CompensationInput, StepInput, StepOutput, Verdict, VerifyInput
+from raftline.workflows.telemetry import SPAN_HOOK
 
 STEP_LATENCY = "raftline_step_latency_seconds"
 VERIFY_LATENCY = "raftline_verification_latency_seconds"
@@ -179,6 +182,14 @@ class RaftlineInterceptor(Interceptor):
     def intercept_activity(self, next: ActivityInboundInterceptor) -> ActivityInboundInterceptor:
         return _ActivityInbound(next, self)
 
+    def workflow_interceptor_class(
+        self, input: WorkflowInterceptorClassInput
+    ) -> type[WorkflowInboundInterceptor] | None:
+        # The workflow computes L1 verdicts itself; it reports them through this hook
+        # (raftline.workflows.telemetry.verification_span), so it imports no plumbing.
+        input.unsafe_extern_functions[SPAN_HOOK] = verification_span
+        return None
+
     def _tracer(self) -> Any:
         if self.tracer is not None:
             return self.tracer
@@ -228,6 +239,36 @@ class _ActivityInbound(ActivityInboundInterceptor):
 
 
 TRACEPARENT = "traceparent"  # StepOutput.meta key: the W3C id of the step attempt's span
+
+
+def verification_span(info: Any, base: VerifyInput, verdict: Verdict) -> None:
+    """The span of a verdict the workflow computed (L1): beside the run's activity spans,
+    linked like a judge's span to the step attempt it checked.
+
+    Called from workflow code through an extern function. Only when the worker traces
+    workflows (OpenTelemetry's TracingInterceptor, which records nothing on replay). Uses
+    the interceptor's span hook, which can take a link (the public completed_span cannot);
+    tests/test_observability.py pins it.
+    """
+    try:
+        from temporalio.contrib.opentelemetry import TracingWorkflowInboundInterceptor
+    except ImportError:
+        return
+    tracing = TracingWorkflowInboundInterceptor._from_context()
+    if tracing is None:
+        return
+    attrs: dict[str, Any] = {
+        "raftline.workflow_id": info.workflow_id,
+        "raftline.run_id": info.run_id,
+        **verify_attributes(base),
+        **result_attributes(verdict),
+    }
+    judged = base.output.meta.get(TRACEPARENT)
+    tracing._completed_span(
+        f"verify {base.step.name} {verdict.tier}",
+        link_context_carrier={TRACEPARENT: judged} if isinstance(judged, str) and judged else None,
+        additional_attributes=attrs,
+    )
 
 
 def _traceparent(span: Any) -> str:

@@ -347,18 +347,23 @@ class PipelineSpec(Compact):
                     f"{step.heartbeat_timeout_s:g} is larger than the step's timeout "
                     f"({timeout:g} s): it could never fire",
                 )
-        cycle = self._cycle()
+        graph = self.graph()
+        cycle = graph.cycle()
         if cycle:
             raise ValueError(f"steps: cyclic needs: {' -> '.join(cycle)}")
         for i, step in enumerate(self.steps):
             if step.map is not None and step.map.over in names:
-                if step.map.over not in self.ancestors(step.name):
+                if step.map.over not in graph.ancestors(step.name):
                     raise _at(
                         i, step, "map.over", f"{step.map.over!r} is not an ancestor of this step"
                     )
         return self
 
     # ------------------------------------------------------------ the DAG
+
+    def graph(self) -> Graph:
+        """The steps' DAG, indexed (O(steps + needs) to build): keep it for many queries."""
+        return Graph(self)
 
     def step(self, name: str) -> StepSpec:
         for s in self.steps:
@@ -368,59 +373,20 @@ class PipelineSpec(Compact):
 
     def parents(self, name: str) -> list[str]:
         """The steps `name` needs: its `needs`, or the step before it when it has none."""
-        index = next(i for i, s in enumerate(self.steps) if s.name == name)
-        step = self.steps[index]
-        if step.needs is not None:
-            return list(step.needs)
-        return [self.steps[index - 1].name] if index else []
+        return list(self.graph().parents[name])
 
     def ancestors(self, name: str) -> list[str]:
         """Every step whose committed output `name` sees, in spec order."""
-        seen: set[str] = set()
-        todo = self.parents(name)
-        while todo:
-            current = todo.pop()
-            if current not in seen:
-                seen.add(current)
-                todo.extend(self.parents(current))
-        return [s.name for s in self.steps if s.name in seen]
+        return self.graph().ancestors(name)
 
     def descendants(self, names: Iterable[str]) -> set[str]:
         """The given steps and every step that (transitively) needs one of them."""
-        found = set(names)
-        changed = True
-        while changed:
-            changed = False
-            for s in self.steps:
-                if s.name not in found and found & set(self.parents(s.name)):
-                    found.add(s.name)
-                    changed = True
-        return found
+        return self.graph().descendants(names)
 
-    def _cycle(self) -> list[str]:
-        state: dict[str, int] = {}  # 1 visiting, 2 done
-        parents = {s.name: self.parents(s.name) for s in self.steps}
-        for start in parents:
-            if state.get(start):
-                continue
-            stack: list[tuple[str, int]] = [(start, 0)]
-            path: list[str] = []
-            while stack:
-                node, i = stack.pop()
-                if i == 0:
-                    state[node] = 1
-                    path.append(node)
-                if i < len(parents[node]):
-                    stack.append((node, i + 1))
-                    nxt = parents[node][i]
-                    if state.get(nxt) == 1:
-                        return [*path[path.index(nxt) :], nxt]
-                    if not state.get(nxt):
-                        stack.append((nxt, 0))
-                else:
-                    state[node] = 2
-                    path.pop()
-        return []
+    def fact_keys(self, name: str) -> list[str] | None:
+        """What the L1 rules of steps downstream of `name` need from its output once it is
+        committed (grounded numbers, consistent keys): the keys, or None for nothing."""
+        return self.graph().fact_keys(name)
 
     # ------------------------------------------------------------ effective settings
 
@@ -507,6 +473,112 @@ def _load_child(ref: str, base: Path, where: str) -> PipelineSpec:
     raise SpecError(
         f"{where}: {ref!r} is neither a YAML file nor a pipeline defined in this process"
     )
+
+
+class Graph:
+    """A spec's DAG, indexed once: parents, children, spec order, and what each step's
+    committed output must keep for the L1 rules downstream. Linear to build, so a
+    100,000-step pipeline is checked (and scheduled) in linear time."""
+
+    def __init__(self, spec: PipelineSpec) -> None:
+        self.order = {s.name: i for i, s in enumerate(spec.steps)}
+        self.parents: dict[str, list[str]] = {}
+        self.children: dict[str, list[str]] = {s.name: [] for s in spec.steps}
+        previous: str | None = None
+        for s in spec.steps:
+            needs = list(s.needs) if s.needs is not None else ([previous] if previous else [])
+            self.parents[s.name] = [n for n in needs if n in self.children]
+            for n in self.parents[s.name]:
+                self.children[n].append(s.name)
+            previous = s.name
+        self._checks = {
+            s.name: (bool(s.checks.grounded_numbers or s.checks.consistent_keys), s.checks)
+            for s in spec.steps
+        }
+        self._facts: dict[str, list[str] | None] | None = None
+
+    def ancestors(self, name: str, limit: int | None = None) -> list[str]:
+        """Every step `name` sees, in spec order (with `limit`: stop past that many; the
+        caller only wants to know there are more)."""
+        seen: set[str] = set()
+        todo = list(self.parents[name])
+        while todo:
+            current = todo.pop()
+            if current not in seen:
+                seen.add(current)
+                if limit is not None and len(seen) > limit:
+                    break
+                todo.extend(self.parents[current])
+        return sorted(seen, key=self.order.__getitem__)
+
+    def descendants(self, names: Iterable[str]) -> set[str]:
+        found = set(names)
+        todo = list(found)
+        while todo:
+            for child in self.children[todo.pop()]:
+                if child not in found:
+                    found.add(child)
+                    todo.append(child)
+        return found
+
+    def fact_keys(self, name: str) -> list[str] | None:
+        if self._facts is None:
+            self._facts = self._all_fact_keys()
+        return self._facts[name]
+
+    def _all_fact_keys(self) -> dict[str, list[str] | None]:
+        # Reverse topological order: a step needs what any of its descendants' checks need.
+        wanted: dict[str, bool] = {}
+        keys: dict[str, set[str]] = {}
+        for name in reversed(self._topological()):
+            want, found = False, set()
+            for child in self.children[name]:
+                child_wants, checks = self._checks[child]
+                if child_wants or wanted[child]:
+                    want = True
+                    found |= set(checks.consistent_keys) | keys[child]
+            wanted[name], keys[name] = want, found
+        return {n: (sorted(keys[n]) if wanted[n] else None) for n in self.order}
+
+    def _topological(self) -> list[str]:
+        pending = {n: len(p) for n, p in self.parents.items()}
+        ready = [n for n, k in pending.items() if k == 0]
+        out: list[str] = []
+        while ready:
+            node = ready.pop()
+            out.append(node)
+            for child in self.children[node]:
+                pending[child] -= 1
+                if pending[child] == 0:
+                    ready.append(child)
+        return out
+
+    def cycle(self) -> list[str]:
+        """A cycle of needs, as a path, or [] for a DAG."""
+        if len(self._topological()) == len(self.order):
+            return []
+        state: dict[str, int] = {}  # 1 on the path, 2 done
+        for start in self.order:
+            if state.get(start):
+                continue
+            path: list[str] = []
+            stack: list[tuple[str, int]] = [(start, 0)]
+            while stack:
+                node, i = stack.pop()
+                if i == 0:
+                    state[node] = 1
+                    path.append(node)
+                if i < len(self.parents[node]):
+                    stack.append((node, i + 1))
+                    nxt = self.parents[node][i]
+                    if state.get(nxt) == 1:
+                        return [*path[path.index(nxt) :], nxt]
+                    if not state.get(nxt):
+                        stack.append((nxt, 0))
+                else:
+                    state[node] = 2
+                    path.pop()
+        return []
 
 
 def _at(index: int, step: StepSpec, field: str, message: str) -> ValueError:

@@ -34,6 +34,7 @@ from raftline.observability import (
     metrics_runtime,
 )
 from raftline.redaction import RedactingInterceptor, Redactor
+from raftline.references import ReferencesInterceptor
 from raftline.settings import task_queue
 from raftline.workflows.pipeline import VerifiedPipeline
 
@@ -119,7 +120,8 @@ def build_worker(
         workflows=[VerifiedPipeline] if workflows else [],
         workflow_runner=options.pop("workflow_runner", WORKFLOW_RUNNER),
         activities=acts,
-        interceptors=[*ours, RedactingInterceptor()],
+        # Innermost: committed outputs by reference, and heartbeats for compensations.
+        interceptors=[*ours, RedactingInterceptor(), ReferencesInterceptor()],
         max_concurrent_activities=max_activities,
         max_concurrent_workflow_tasks=max_workflow_tasks,
         graceful_shutdown_timeout=timedelta(seconds=10),
@@ -222,7 +224,15 @@ async def serve(args: argparse.Namespace) -> int:
         print(f"raftline-worker: {exc}", file=sys.stderr)
         return 2
     try:
+        # The settings, the address and the namespace first: each is one line, not a
+        # traceback from the first poll (raftline/session.py).
+        from raftline.embedded import split_address
+        from raftline.session import check_namespace, connect_settings
+
+        address = str(connect_settings(args.address)["target_host"])
+        split_address(address)
         client = await temporal_client(args.address, **({"runtime": runtime} if runtime else {}))
+        await check_namespace(client, address)
     except TemporalUnreachable as exc:
         print(f"raftline-worker: {exc}", file=sys.stderr)
         return 3

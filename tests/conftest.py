@@ -82,6 +82,7 @@ SUMMARY_KEYS = {
     "compensations",
     "breaker_trips",
     "reliability",
+    "degraded",
     "output",
     "usage",
     "ui_url",

@@ -120,7 +120,9 @@ async def test_mini_chaos_loses_nothing_and_commits_once(tmp_path: Path) -> None
     assert res["lost_runs"] == 0
     assert res["double_commits"] == 0 and res["double_compensations"] == 0
     assert res["compensation_effects_applied_twice"] == 0
-    assert res["compensation_effects"] == res["compensation_effects_expected"] == 4
+    # Every undone attempt once: the 2 sagas undo 2 commits and the fatal attempt each;
+    # rolled-back attempts of any run are undone at their rollback.
+    assert res["compensation_effects"] == res["compensation_effects_expected"] >= 6
     assert res["sound_runs"] == res["runs"] == 6, res["problems"]
     assert res["statuses"] == {"completed": 4, "compensated": 2}
     assert res["worker_kills"] >= 1 and res["server_restarts"] == 1

@@ -26,6 +26,8 @@ DEMO_ARGS = [
     *(a for k, v in DEMO_INPUTS.items() for a in ("--input", f"{k}={v}")),
 ]
 EVENT_KEYS = {"seq", "type", "step", "attempt", "at"}
+# The test server is headless: runs link to a Web UI only where one is configured.
+UI = "http://ui.test:8233"
 
 
 def cli(*args: str, env: dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess[str]:
@@ -167,6 +169,48 @@ BAD_INPUTS: list[Any] = [
         id="bad-scripted-params",
     ),
     pytest.param(
+        lambda d: [
+            "run",
+            write(
+                d / "p.yaml",
+                "name: x\nsteps:\n  - {name: a, goal: g, params: {faults: {0: NOPE}}}\n",
+            ),
+            "--goal",
+            "g",
+        ],
+        "steps[a].params.faults.0: 'NOPE' is not a fault",
+        id="bad-scripted-fault",
+    ),
+    pytest.param(
+        lambda d: [
+            "run",
+            write(
+                d / "p.yaml",
+                "name: x\nsteps:\n  - {name: a, goal: g}\n"
+                "  - {name: b, goal: g, activity: publish, params: {from: nonexistent}}\n",
+            ),
+            "--goal",
+            "g",
+        ],
+        "steps[b].params.from: 'nonexistent' is not a step this one needs (it sees: a)",
+        id="publish-from-unknown-step",
+    ),
+    pytest.param(
+        lambda d: ["run", DEMO, "--goal", "g", "--input", "finance=f"],
+        "steps[research].params.text: {market} is not a task input (inputs: finance)",
+        id="placeholder-without-input",
+    ),
+    pytest.param(
+        lambda d: [
+            "run",
+            write(d / "p.yaml", "name: x\nsteps:\n  - {name: a, goal: 'Sum up {topic}'}\n"),
+            "--goal",
+            "g",
+        ],
+        "steps[a].goal: {topic} is not a task input (inputs: none)",
+        id="placeholder-in-goal",
+    ),
+    pytest.param(
         lambda d: ["run", DEMO, "--goal", "g", "--input", "market"],
         "--input 'market': expected KEY=VALUE",
         id="input-without-equals",
@@ -202,6 +246,10 @@ def test_bad_input_exits_2_with_one_line(
         pytest.param(["run", "--goal", "g"], "required: pipeline", id="run-without-pipeline"),
         pytest.param(["list", "--status", "weird"], "invalid choice: 'weird'", id="bad-status"),
         pytest.param(["run", DEMO, "--goal", "g", "--bogus"], "unrecognized", id="unknown-flag"),
+        pytest.param(["list", "--limit", "0"], "--limit: must be at least 1", id="limit-0"),
+        pytest.param(["list", "--limit", "-1"], "--limit: must be at least 1", id="limit-negative"),
+        pytest.param(["status", ""], "a run id must not be empty", id="status-empty-id"),
+        pytest.param(["cancel", " "], "a run id must not be empty", id="cancel-blank-id"),
     ],
 )
 def test_usage_errors_exit_2_with_one_line(
@@ -246,7 +294,12 @@ class DemoRun:
 @pytest.fixture(scope="module")
 def demo_run(temporal_server: EmbeddedServer, tmp_path_factory: pytest.TempPathFactory) -> DemoRun:
     """One `run examples/board_memo.yaml --json`, shared by the read-only commands below."""
-    env = cli_env(temporal_server, tmp_path_factory.mktemp("home"), RAFTLINE_TASK_QUEUE=queue())
+    env = cli_env(
+        temporal_server,
+        tmp_path_factory.mktemp("home"),
+        RAFTLINE_TASK_QUEUE=queue(),
+        RAFTLINE_UI_URL=UI,
+    )
     proc = cli("run", DEMO, *DEMO_ARGS, "--json", env=env)
     assert proc.returncode == 0, (proc.stdout, proc.stderr)
     return DemoRun(env, one_json(proc))
@@ -264,7 +317,7 @@ def test_run_json_is_one_verified_summary(demo_run: DemoRun) -> None:
     assert 0 < s["reliability"] < 1  # the drifting analysis attempt is one failed verdict
     assert set(s["usage"]) == {"input_tokens", "output_tokens", "cost_usd"}
     assert s["usage"]["output_tokens"] > 0
-    assert s["ui_url"].startswith("http") and s["ui_url"].endswith(f"/workflows/{demo_run.id}")
+    assert s["ui_url"] == f"{UI}/namespaces/default/workflows/{demo_run.id}"
     assert "Published" in s["output"]
 
 
@@ -362,7 +415,7 @@ def test_cancel_of_a_finished_run_exits_2(demo_run: DemoRun) -> None:
 def test_run_plain_prints_the_live_protocol(
     temporal_server: EmbeddedServer, tmp_path: Path
 ) -> None:
-    env = cli_env(temporal_server, tmp_path, RAFTLINE_TASK_QUEUE=queue())
+    env = cli_env(temporal_server, tmp_path, RAFTLINE_TASK_QUEUE=queue(), RAFTLINE_UI_URL=UI)
     proc = cli("run", DEMO, *DEMO_ARGS, "--id", f"plain-{uuid.uuid4().hex[:8]}", env=env)
     assert proc.returncode == 0, (proc.stdout, proc.stderr)
     assert "Traceback" not in proc.stderr
@@ -421,7 +474,7 @@ steps:
 
 def test_detach_returns_at_once_and_cancel(temporal_server: EmbeddedServer, tmp_path: Path) -> None:
     # A fresh task queue: no worker polls it, so the run waits until cancel comes.
-    env = cli_env(temporal_server, tmp_path, RAFTLINE_TASK_QUEUE=queue())
+    env = cli_env(temporal_server, tmp_path, RAFTLINE_TASK_QUEUE=queue(), RAFTLINE_UI_URL=UI)
     wid = f"detached-{uuid.uuid4().hex[:8]}"
     started = time.monotonic()
     proc = cli("run", DEMO, *DEMO_ARGS, "--id", wid, "--detach", "--json", env=env, timeout=60)

@@ -76,9 +76,11 @@ async def test_long_pipeline_continues_as_new_and_carries_everything(
     assert [e.seq for e in trace] == list(range(1, len(trace) + 1))
     assert [e.type for e in trace].count(EventType.RUN_STARTED) == 1
     assert [e.seq for e in followed] == [e.seq for e in trace]
-    # Each step saw every earlier checkpoint, including those committed by earlier runs.
+    # Each step saw every earlier checkpoint, including those committed by earlier runs:
+    # its trace names its direct need, and one content-addressed id for the whole past.
     last_start = [e for e in trace if e.type is EventType.STEP_STARTED][-1]
-    assert [r.seq for r in last_start.inputs] == list(range(1, STEPS))
+    assert [r.seq for r in last_start.inputs] == [STEPS - 1]
+    assert last_start.seen == [e for e in one.trace if e.type is EventType.STEP_STARTED][-1].seen
 
     # A handle names no run (it follows the chain); its first run is where the chain starts.
     assert handle._handle.run_id is None and handle._handle.first_execution_run_id
@@ -107,5 +109,11 @@ async def test_saga_compensates_steps_committed_by_earlier_runs(
     result = await (await worker.start(pipeline, Task(goal="doomed"))).result()
 
     assert result.status is RunStatus.COMPENSATED
-    assert undo.read_text().split() == ["s4", "s3", "s2", "s1", "s0"]
-    assert [c.step for c in result.compensations] == ["s4", "s3", "s2", "s1", "s0"]
+    # s3's truncated attempt at its rollback; at the end s5's own attempt (it raised),
+    # then every commit newest first, across the runs of the chain.
+    assert undo.read_text().split() == ["s3", "s5", "s4", "s3", "s2", "s1", "s0"]
+    assert [(c.step, c.committed) for c in result.compensations] == [
+        ("s3", False),
+        ("s5", False),
+        *((f"s{i}", True) for i in (4, 3, 2, 1, 0)),
+    ]

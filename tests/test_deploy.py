@@ -1,8 +1,9 @@
 """The deployment files agree with the code: docker-compose.yml, Dockerfile, envconfig.
 
 No Docker engine here: the compose file is parsed, its worker commands are parsed by
-worker.py's own argument parser, and the admin-tools script that registers the search
-attributes runs for real against a bare Temporal dev server.
+raftline.worker's own argument parser, the schema job's script runs with a stand-in
+`temporal-sql-tool` that records its calls, and the script that creates the namespace and
+registers the search attributes runs for real against a bare Temporal dev server.
 """
 
 from __future__ import annotations
@@ -28,15 +29,26 @@ from tests.conftest import ROOT
 
 SEARCH_ATTRIBUTE_TYPES = {name: kind for name, (_, kind) in SEARCH_ATTRIBUTES.items()}
 
-COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+COMPOSE_TEXT = (ROOT / "docker-compose.yml").read_text()
+COMPOSE = yaml.safe_load(COMPOSE_TEXT)
 SERVICES: dict[str, Any] = COMPOSE["services"]
 WORKERS = ("worker", "judge-worker")
+ONE_SHOT = ("temporal-schema", "raftline-setup")  # jobs that exit 0 when done
 DEFAULT = re.compile(r"\$\{(\w+):-([^}]*)\}")
 
 
 def interpolate(value: str) -> str:
     """Compose's ${VAR:-default} with nothing set: the default."""
     return DEFAULT.sub(lambda m: m.group(2), value)
+
+
+def environment(service: str) -> dict[str, str]:
+    return {k: interpolate(str(v)) for k, v in SERVICES[service]["environment"].items()}
+
+
+def image(service: str) -> tuple[str, str]:
+    name, _, tag = interpolate(SERVICES[service]["image"]).partition(":")
+    return name, tag
 
 
 def python_sources() -> str:
@@ -46,21 +58,30 @@ def python_sources() -> str:
 
 def test_services_images_and_ports() -> None:
     assert set(SERVICES) == {
-        "postgresql", "temporal", "temporal-admin-tools", "temporal-ui",
+        "postgresql", "temporal-schema", "temporal", "raftline-setup", "temporal-ui",
         "worker", "judge-worker", "codec-server",
     }  # fmt: skip
-    image = {name: interpolate(s.get("image", "")) for name, s in SERVICES.items()}
-    assert image["postgresql"].startswith("postgres:")
-    assert image["temporal"].startswith("temporalio/auto-setup:")
-    assert image["temporal-admin-tools"].startswith("temporalio/admin-tools:")
-    assert image["temporal-ui"].startswith("temporalio/ui:")
+    # Temporal's maintained images; auto-setup is no longer maintained.
+    assert "auto-setup" not in COMPOSE_TEXT
+    assert image("postgresql")[0] == "postgres"
+    assert image("temporal")[0] == "temporalio/server"
+    assert image("temporal-ui")[0] == "temporalio/ui"
+    for job in ONE_SHOT:
+        assert image(job)[0] == "temporalio/admin-tools"
+    # The schema job's schema must be the server's own version.
+    assert image("temporal-schema")[1] == image("temporal")[1]
+    for name in ("postgresql", "temporal", *ONE_SHOT, "temporal-ui"):
+        raw = SERVICES[name]["image"]  # pinned, and the pin can be moved with a variable
+        assert re.fullmatch(r"[\w./-]+:\$\{\w+_VERSION:-[\w.-]+\}", raw), raw
+        assert image(name)[1] not in ("", "latest"), name
     for name in (*WORKERS, "codec-server"):
         assert SERVICES[name]["build"] == "."  # built from this repository's Dockerfile
     ports = {name: [interpolate(p) for p in s.get("ports", [])] for name, s in SERVICES.items()}
     assert ports["temporal"] == ["7233:7233"]
     assert ports["temporal-ui"] == ["8080:8080"]
     assert ports["codec-server"] == ["8081:8081"]
-    assert not ports["postgresql"]  # the database stays inside the compose network
+    for name in ("postgresql", *ONE_SHOT):  # the database stays inside the compose network
+        assert not ports[name], name
     for name in WORKERS:  # `--scale worker=N` needs no fixed name and no host port
         assert not ports[name] and "container_name" not in SERVICES[name]
     assert SERVICES["codec-server"]["profiles"] == ["encryption"]
@@ -68,22 +89,69 @@ def test_services_images_and_ports() -> None:
 
 def test_health_checks_and_start_order() -> None:
     for name, service in SERVICES.items():
-        if name != "temporal-admin-tools":  # a one-shot job: it exits 0 when done
+        if name in ONE_SHOT:
+            assert service["restart"] == "no" and "healthcheck" not in service, name
+        else:
             assert service["healthcheck"]["test"], name
-    assert SERVICES["temporal"]["depends_on"]["postgresql"]["condition"] == "service_healthy"
+        # A one-shot job is done when it exits 0; anything else when its check passes.
+        for dep, how in service.get("depends_on", {}).items():
+            want = "service_completed_successfully" if dep in ONE_SHOT else "service_healthy"
+            assert how["condition"] == want, (name, dep)
+
+    def deps(name: str) -> set[str]:
+        return set(SERVICES[name].get("depends_on", {}))
+
+    assert deps("temporal-schema") == {"postgresql"}
+    assert "temporal-schema" in deps("temporal")  # the schema is in place before the server
+    assert deps("raftline-setup") == {"temporal"}
+    assert deps("temporal-ui") == {"temporal"}
     for name in WORKERS:
-        deps = SERVICES[name]["depends_on"]
-        assert deps["temporal"]["condition"] == "service_healthy"
-        assert deps["temporal-admin-tools"]["condition"] == "service_completed_successfully"
-        # Longer than worker.py's 10 s graceful shutdown, so in-flight tasks finish.
+        assert deps(name) == {"temporal", "raftline-setup"}
+        # Longer than raftline-worker's 10 s graceful shutdown, so in-flight tasks finish.
         assert int(SERVICES[name]["stop_grace_period"].rstrip("s")) > 10
-    assert SERVICES["temporal-admin-tools"]["restart"] == "no"
+
+    order: list[str] = []  # every dependency exists and there is no cycle
+
+    def visit(name: str, path: tuple[str, ...] = ()) -> None:
+        assert name in SERVICES and name not in path, (*path, name)
+        for dep in sorted(deps(name)):
+            visit(dep, (*path, name))
+        if name not in order:
+            order.append(name)
+
+    for name in SERVICES:
+        visit(name)
+    assert order.index("temporal-schema") < order.index("temporal") < order.index("worker")
+
+
+def test_the_server_reads_the_schema_jobs_database_and_its_dynamic_config() -> None:
+    server, schema = environment("temporal"), environment("temporal-schema")
+    db_keys = ("DB", "DB_PORT", "POSTGRES_SEEDS", "POSTGRES_USER", "POSTGRES_PWD")
+    assert {k: server[k] for k in db_keys} == {k: schema[k] for k in db_keys}
+    assert server["DB"] == "postgres12" and server["POSTGRES_SEEDS"] == "postgresql"
+    postgres = environment("postgresql")
+    assert server["POSTGRES_USER"] == postgres["POSTGRES_USER"]
+    # One password variable for the database, the server and the schema tool.
+    raw = SERVICES["temporal"]["environment"]["POSTGRES_PWD"]
+    assert raw == SERVICES["postgresql"]["environment"]["POSTGRES_PASSWORD"]
+    assert raw == SERVICES["temporal-schema"]["environment"]["SQL_PASSWORD"]
+    assert server["BIND_ON_IP"] == "0.0.0.0"  # reachable from the other containers
+
+    [mount] = SERVICES["temporal"]["configs"]
+    assert server["DYNAMIC_CONFIG_FILE_PATH"] == mount["target"]
+    dynamic = yaml.safe_load(COMPOSE["configs"][mount["source"]]["content"])
+    for key, values in dynamic.items():
+        assert "." in key and values and all("value" in v for v in values), key
+    # SQL visibility stores workflow ids as VARCHAR(255).
+    assert dynamic["limit.maxIDLength"][0]["value"] == 255
 
 
 def test_named_volumes() -> None:
     declared = set(COMPOSE["volumes"])
     assert declared == {"postgresql-data", "raftline-data"}
     assert SERVICES["postgresql"]["volumes"] == ["postgresql-data:/var/lib/postgresql/data"]
+    for name in ("temporal", *ONE_SHOT, "temporal-ui"):
+        assert "volumes" not in SERVICES[name], name  # state lives in PostgreSQL only
     for name in WORKERS:
         [mount] = SERVICES[name]["volumes"]
         volume, path = mount.split(":")
@@ -92,7 +160,7 @@ def test_named_volumes() -> None:
         assert SERVICES[name]["environment"]["RAFTLINE_HOME"] == path
 
 
-def test_worker_commands_parse_with_worker_py() -> None:
+def test_worker_commands_parse_with_raftline_worker() -> None:
     main = SERVICES["worker"]["command"]
     assert main[0] == "raftline-worker"
     args = worker.parse_args([interpolate(a) for a in main[1:]])
@@ -129,17 +197,58 @@ def test_worker_environment_is_what_the_code_reads() -> None:
     assert env["RAFTLINE_HOME"] == "/data"
     # Provider keys stay out of the compose file: an optional env file, workers only.
     assert SERVICES["worker"]["env_file"] == [{"path": "./raftline.env", "required": False}]
-    assert SERVICES["temporal-ui"]["environment"]["TEMPORAL_ADDRESS"] == "temporal:7233"
+    for name in ("temporal-ui", "raftline-setup"):
+        assert environment(name)["TEMPORAL_ADDRESS"] == "temporal:7233"
+    # The namespace the setup job creates is the one the workers use.
+    assert SERVICES["raftline-setup"]["environment"]["NAMESPACE"] == env["TEMPORAL_NAMESPACE"]
 
 
-def admin_script() -> str:
-    command = SERVICES["temporal-admin-tools"]["command"]
-    assert SERVICES["temporal-admin-tools"]["entrypoint"] == ["sh", "-c"]
-    return command[0].replace("$$", "$")  # compose's escape for a literal $
+def job_script(service: str) -> str:
+    """A one-shot job's shell script, as the container's `sh -c` receives it."""
+    assert SERVICES[service]["entrypoint"] == ["sh", "-c"]
+    [script] = SERVICES[service]["command"]
+    # Every $ meant for the shell is doubled: a single one would be compose's to fill in.
+    assert not re.search(r"\$(?!\$)", script.replace("$$", "")), service
+    return script.replace("$$", "$")
 
 
-def test_admin_tools_register_exactly_raftlines_search_attributes() -> None:
-    names = dict(re.findall(r"(Raft\w+)=(\w+)", admin_script()))
+def job_env(service: str, **extra: str) -> dict[str, str]:
+    return {"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/tmp")} | {
+        **environment(service),
+        **extra,
+    }
+
+
+def test_schema_job_sets_up_both_databases_in_order(tmp_path: Path) -> None:
+    """The script's calls, recorded by a stand-in tool (no PostgreSQL or sql tool here)."""
+    calls = tmp_path / "calls"
+    tool = tmp_path / "bin" / "temporal-sql-tool"
+    tool.parent.mkdir()
+    tool.write_text(f'#!/bin/sh\necho "$*" >> {calls}\n')
+    tool.chmod(0o755)
+    env = job_env("temporal-schema")
+    env["PATH"] = f"{tool.parent}{os.pathsep}{env['PATH']}"
+    out = subprocess.run(
+        ["sh", "-c", job_script("temporal-schema")], env=env, capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stderr
+    connect = "--plugin postgres12 --ep postgresql -p 5432 -u temporal"
+    expected = []
+    for db, folder in (("temporal", "temporal"), ("temporal_visibility", "visibility")):
+        schema = f"/etc/temporal/schema/postgresql/v12/{folder}/versioned"
+        expected += [
+            f"{connect} --db {db} create",
+            f"{connect} --db {db} setup-schema -v 0.0",
+            f"{connect} --db {db} update-schema -d {schema}",
+        ]
+    assert calls.read_text().splitlines() == expected
+    assert out.stdout.count("schema up to date") == 2
+    # The password reaches the tool through its environment (SQL_PASSWORD), not argv.
+    assert "SQL_PASSWORD" in environment("temporal-schema")
+
+
+def test_setup_job_registers_exactly_raftlines_search_attributes() -> None:
+    names = dict(re.findall(r"(Raft\w+)=(\w+)", job_script("raftline-setup")))
     assert names == SEARCH_ATTRIBUTE_TYPES
     assert set(names) == set(SEARCH_ATTRIBUTES)
 
@@ -166,25 +275,33 @@ def bare_server(tmp_path: Path) -> Iterator[str]:
         log.close()
 
 
-def test_admin_tools_script_runs_against_a_fresh_server(bare_server: str) -> None:
-    env = {
-        "PATH": f"{Path(temporal_binary()).parent}{os.pathsep}{os.environ['PATH']}",
-        "TEMPORAL_ADDRESS": bare_server,
-        "NAMESPACE": "default",
-        "HOME": os.environ.get("HOME", "/tmp"),
-    }
-    for round_ in ("registered", "already registered"):  # idempotent: a re-run is fine
+def test_setup_job_runs_against_a_fresh_server(bare_server: str) -> None:
+    """A namespace the server does not have yet: the job creates it, then registers."""
+    namespace = "raftline-compose"
+    env = job_env("raftline-setup", TEMPORAL_ADDRESS=bare_server, NAMESPACE=namespace)
+    env["PATH"] = f"{Path(temporal_binary()).parent}{os.pathsep}{env['PATH']}"
+    rounds = (("created", "registered"), ("exists", "already registered"))
+    for namespace_word, attribute_word in rounds:  # idempotent: a re-run is fine
         out = subprocess.run(
-            ["sh", "-c", admin_script()], env=env, capture_output=True, text=True, timeout=60
-        )
-        assert out.returncode == 0, out.stderr
-        assert out.stdout.count(f": {round_}") == len(SEARCH_ATTRIBUTES), out.stdout
+            ["sh", "-c", job_script("raftline-setup")],
+            env=env, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert out.returncode == 0, (out.stdout, out.stderr)
+        assert f"namespace {namespace}: {namespace_word}" in out.stdout, out.stdout
+        assert out.stdout.count(f": {attribute_word}") == len(SEARCH_ATTRIBUTES), out.stdout
+    cli = [temporal_binary(), "operator", "--address", bare_server]
     listed = subprocess.run(
-        [temporal_binary(), "operator", "search-attribute", "list", "--address", bare_server],
+        [*cli, "search-attribute", "list", "--namespace", namespace],
         capture_output=True, text=True, timeout=30, check=True,
     ).stdout  # fmt: skip
     for name, kind in SEARCH_ATTRIBUTE_TYPES.items():
         assert re.search(rf"{name}\s+{kind}", listed), listed
+    described = subprocess.run(
+        [*cli, "namespace", "describe", "--namespace", namespace, "-o", "json"],
+        capture_output=True, text=True, timeout=30, check=True,
+    ).stdout  # fmt: skip
+    retention = environment("raftline-setup")["RETENTION"]
+    assert retention.endswith("h") and f"{int(retention[:-1]) * 3600}s" in described
 
 
 def test_dockerfile_ships_the_whole_distribution() -> None:

@@ -384,16 +384,37 @@ async def test_malformed_judge_reply_is_never_a_silent_pass(
     use(monkeypatch, fake)
     # Malformed every time (an unknown label); non-JSON is in the test below.
     fake.responder = responder(judge='{"verdict": "LGTM", "confidence": 0.9}')
-    result = await worker.run(spec(llm_steps()), TASK)  # activity_retry: 2 attempts
-    assert len(judges(fake)) == 2  # Temporal asked the judge again
-    [(_, _, v)] = verdicts(result)
-    # Exhausted: the step is checked by rules only, and says so.
-    assert v.degraded and v.tier == "L2"
-    assert v.verifier == "raftline.llm_judge" and "judge unavailable" in v.reason
-    assert "unknown verdict label 'LGTM'" in v.reason
-    assert result.checkpoints[0].verdict.degraded
-    trace = [e for e in result.trace if e.type is EventType.VERDICT]
-    assert trace[0].verdict is not None and trace[0].verdict.degraded
+    result = await worker.run(spec(llm_steps(), judge_wait_s=0), TASK)
+    # No verdict is not a pass: nothing committed, the run ends and says why.
+    assert not result.success and result.status is RunStatus.FAILED
+    assert result.verified == 0 and result.checkpoints == []
+    assert "judge unavailable" in (result.error or "")
+    assert len(judges(fake)) == 2  # asked once more within the call (reasks: 1)
+    unavailable = [e for e in result.trace if e.type is EventType.JUDGE_UNAVAILABLE]
+    assert unavailable and "unknown verdict label 'LGTM'" in unavailable[0].message
+    # Both rejected replies cost tokens, and both are counted.
+    assert result.usage.input_tokens == AGENT_USAGE[0] + 2 * JUDGE_USAGE[0]
+
+
+async def test_malformed_judge_reply_degrades_only_when_the_step_opts_in(
+    worker: RaftlineClient, fake: FakeLLM, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    use(monkeypatch, fake)
+    fake.responder = responder(judge="Looks fine to me!")
+    steps = llm_steps(2, on_judge_unavailable="degrade", judge_wait_s=0)
+    steps[1]["on_judge_unavailable"] = "fail"
+    steps[1]["criticality"] = "LOW"  # rules only: fully verified
+    result = await worker.run(spec(steps), TASK)
+    assert result.success  # s0 opted in: committed without a judge, flagged everywhere
+    assert result.degraded == 1 and result.verified == 1
+    summary = result.summary()
+    assert summary["verified"] == "1/2" and summary["degraded"] == 1
+    s0 = result.checkpoints[0]
+    assert s0.verdict.degraded and "judge unavailable" in (
+        next(e for e in result.trace if e.type is EventType.VERDICT).verdict.reason  # type: ignore[union-attr]
+    )
+    committed = next(e for e in result.trace if e.type is EventType.COMMITTED)
+    assert "DEGRADED" in committed.message
 
 
 async def test_malformed_then_valid_judge_reply_is_judged(
@@ -462,15 +483,26 @@ async def test_quorum_disagreement_rolls_back_with_the_failing_judges_hint(
     assert len(judges(fake)) == 4
 
 
-async def test_no_provider_degrades_to_rules_only(worker: RaftlineClient, fake: FakeLLM) -> None:
+async def test_no_provider_fails_closed_unless_the_step_degrades(
+    worker: RaftlineClient, fake: FakeLLM
+) -> None:
     # The agent talks to a local OpenAI-compatible server by params; no judge is configured.
     fake.responder = responder()
     steps = llm_steps(params={"provider": "openai", "model": "llama3", "base_url": fake.url("/v1")})
-    result = await worker.run(spec(steps), TASK)
-    assert result.success and len(agents(fake)) == 1 and not judges(fake)
+    result = await worker.run(spec(steps), TASK)  # default judge_wait_s: no use waiting here
+    assert not result.success and result.verified == 0 and not judges(fake)
+    assert "judge unavailable" in (result.error or "")
+    assert "no LLM judge configured" in (result.error or "") or any(
+        "no LLM judge configured" in e.message for e in result.trace
+    )
+
+    fake.reset()
+    fake.responder = responder()
+    degrade = [{**steps[0], "on_judge_unavailable": "degrade"}]
+    result = await worker.run(spec(degrade), TASK)
+    assert result.success and result.degraded == 1 and result.verified == 0
     [(_, _, v)] = verdicts(result)
-    assert v.passed and v.degraded and v.verifier == "none" and v.tier == "L2"
-    assert "no LLM judge configured" in v.reason
+    assert v.passed and v.degraded and v.tier == "L2"
     assert result.usage.cost_usd == 0  # an unpriced local model costs nothing
 
 
@@ -480,39 +512,65 @@ async def test_budget_stop_ends_the_run_and_compensates(
     use(monkeypatch, fake)
     fake.responder = responder()
     undo = tmp_path / "undo.log"
-    steps = llm_steps(3)
+    steps = llm_steps(3, params={"max_tokens": 60})
     steps[0] |= {"compensation": "record_undo", "compensation_params": {"log": str(undo)}}
-    # 180 tokens per agent call, 52 per judge call, each kind estimated from its own
-    # calls: s0 and s1 fit (464 tokens); the agent call of s2 would cross 500.
-    result = await worker.run(spec(steps, budget={"max_tokens": 500}), TASK)
+    judge = {"judge": {"params": {"max_tokens": 12}}}
+    # Each call reserves its worst case (its prompt, estimated, plus its max output
+    # tokens) before it is sent: a budget that fits about two steps stops the third's
+    # agent call before it goes out, and the run never spends past its limit.
+    limit = 1400
+    result = await worker.run(spec(steps, budget={"max_tokens": limit}, verifier=judge), TASK)
     assert result.status is RunStatus.COMPENSATED and not result.success
-    assert result.verified == 2 and result.failed_step == "s2"
-    assert "budget" in (result.error or "") and "500" in (result.error or "")
-    assert (len(agents(fake)), len(judges(fake))) == (2, 2)
-    assert result.usage.tokens == 2 * sum(AGENT_USAGE) + 2 * sum(JUDGE_USAGE) <= 500
+    assert result.verified < 3 and result.failed_step is not None
+    assert "budget" in (result.error or "")
+    assert result.usage.tokens <= limit
+    assert result.usage.tokens == len(agents(fake)) * sum(AGENT_USAGE) + len(judges(fake)) * sum(
+        JUDGE_USAGE
+    )
     t = types(result)
     assert t.index("budget_exceeded") < t.index("compensated") < t.index("run_failed")
     assert undo.read_text().splitlines() == ["s0"]
 
 
-async def test_cost_budget_stops_before_the_call_that_would_overspend(
+async def test_cost_budget_is_checked_before_the_first_call(
     worker: RaftlineClient, fake: FakeLLM, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     use(monkeypatch, fake)
     fake.responder = responder()
-    a = cost_usd(default_model("openai", "L3"), *AGENT_USAGE)  # $0.00072 per agent call
-    j = cost_usd(default_model("openai", "L2"), *JUDGE_USAGE)  # $0.0000352 per judge call
-    # Each kind of call is estimated from its own average: s0 and s1 fit (2a + 2j), and
-    # one more agent call would cross the limit: s2's agent never runs.
-    limit = 0.0017
-    assert 2 * a + 2 * j <= limit < 3 * a + 2 * j
-    result = await worker.run(spec(llm_steps(3), budget={"max_cost_usd": limit}), TASK)
-    assert not result.success and result.verified == 2 and result.failed_step == "s2"
-    assert (len(agents(fake)), len(judges(fake))) == (2, 2)
-    assert result.usage.cost_usd == pytest.approx(2 * a + 2 * j)
-    assert result.status is RunStatus.FAILED  # nothing to compensate
+    # gpt-4.1 at $8 per 1M output tokens: the agent's worst case (2,048 max output tokens
+    # alone cost $0.016) does not fit $0.01, so not even the first call is sent.
+    result = await worker.run(spec(llm_steps(2), budget={"max_cost_usd": 0.01}), TASK)
+    assert not result.success and result.verified == 0 and fake.requests == []
+    assert result.usage.cost_usd == 0
     budget = next(e for e in result.trace if e.type is EventType.BUDGET_EXCEEDED)
-    assert budget.step == "s2" and "$0.0017" in budget.message
+    assert budget.step == "s0" and "$0.01" in budget.message
+
+
+async def test_rejected_judge_replies_count_and_the_large_judge_is_reserved_for(
+    worker: RaftlineClient, fake: FakeLLM, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    use(monkeypatch, fake)
+    small = default_model("openai", "L2")
+    # The small judge hesitates; the large one (L3, 5x the price) must fit its own worst
+    # case, not the small judge's average: here it does not, so it is never called.
+    fake.responder = responder(
+        judge=lambda rec: (
+            verdict_json("PASS", confidence=0.3)
+            if model_of(rec) == small
+            else verdict_json("PASS", confidence=0.95)
+        )
+    )
+    agent_cost = cost_usd(default_model("openai", "L3"), *AGENT_USAGE)
+    steps = llm_steps(params={"max_tokens": 100})
+    verifier = {"judge": {"params": {"max_tokens": 400, "min_confidence": 0.6}}}
+    limit = 0.004
+    result = await worker.run(spec(steps, budget={"max_cost_usd": limit}, verifier=verifier), TASK)
+    assert result.usage.cost_usd <= limit
+    assert [model_of(r) for r in judges(fake)] == [small]  # the L3 call never went out
+    assert not result.success and "budget" in (result.error or "")
+    assert result.usage.cost_usd == pytest.approx(
+        agent_cost + cost_usd(small, *JUDGE_USAGE), abs=1e-9
+    )
 
 
 async def test_low_confidence_l2_pass_escalates_to_l3(

@@ -331,6 +331,7 @@ def test_summary_has_exactly_the_contract_keys() -> None:
         "compensations": 0,
         "breaker_trips": 0,
         "reliability": round(5 / 6, 4),
+        "degraded": 0,
         "output": "done",
         "usage": {"input_tokens": 40, "output_tokens": 120, "cost_usd": 0.0125},
         "ui_url": "http://ui/wf-1",
@@ -359,6 +360,7 @@ def test_summary_of_a_compensated_run() -> None:
     assert s["reliability"] == 0.25
     assert s["error"] == "step 'b' spent its retry budget"
     assert s["ui_url"] is None
+    assert s["output"] is None  # what a compensated run produced was retracted
 
 
 @pytest.mark.parametrize(

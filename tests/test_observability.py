@@ -127,11 +127,19 @@ async def test_decision_records_carry_ids_and_are_logged_once_though_every_task_
     assert judge["latency_ms"] > 0
     unsure = by[("verdict", "memo", 0, "L2")]
     assert "escalating to L3" in unsure["message"] and unsure["confidence"] == 0.4
-    # The causal chain: which committed checkpoints the memo step and its judges saw.
+    # The causal chain: the memo step and its judges saw the analysis checkpoint (its direct
+    # need) and, through it, the facts: one content-addressed id names the whole past.
     facts, analysis = result.checkpoints[0], result.checkpoints[1]
-    seen = [f"#1 facts {facts.sha256[:12]}", f"#2 analysis {analysis.sha256[:12]}"]
-    assert by[("step_started", "memo", 0, None)]["inputs"] == seen
-    assert judge["inputs"] == seen
+    assert by[("step_started", "memo", 0, None)]["inputs"] == [
+        f"#2 analysis {analysis.sha256[:12]}"
+    ]
+    assert judge["inputs"] == [f"#2 analysis {analysis.sha256[:12]}"]
+    assert by[("step_started", "analysis", 0, None)]["inputs"] == [
+        f"#1 facts {facts.sha256[:12]}"
+    ]
+    seen = by[("step_started", "memo", 0, None)]["seen"]
+    assert len(seen) == 64 and judge["seen"] == seen
+    assert seen != by[("step_started", "analysis", 0, None)]["seen"]
     committed = [r for r in records if r["event"] == "committed"]
     assert [r["checkpoint_seq"] for r in committed] == [1, 2, 3]
     assert committed[1]["sha256"] == analysis.sha256

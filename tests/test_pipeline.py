@@ -122,10 +122,12 @@ async def test_failed_compensation_is_reported(worker: RaftlineClient, tmp_path:
         },
         {"name": "boom", "goal": "boom", "params": {"faults": {0: "RAISE_FATAL"}}},
     ]
-    result = await worker.run(spec(steps), TASK)
+    # Nobody answers the needs_attention state: it closes as failed after its timeout.
+    result = await worker.run(spec(steps, attention_timeout_s=1), TASK)
     assert result.status is RunStatus.FAILED
     assert "non-retryable" in (result.error or "")
     assert [(c.step, c.ok) for c in result.compensations] == [("b", False), ("a", True)]
+    assert EventType.ATTENTION_NEEDED in [e.type for e in result.trace]
     assert "failed" in (result.compensations[0].error or "")
     kinds = [e.type for e in result.trace if e.step == "b"]
     assert EventType.COMPENSATION_FAILED in kinds

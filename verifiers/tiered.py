@@ -64,56 +64,82 @@ def plan_judges(criticality: Criticality, verifier: VerifierSpec | None) -> Judg
     return JudgePlan("L3", (_call(spec.judge or JudgeSpec(), "L3"),), 1)
 
 
-def combine_quorum(verdicts: Sequence[Verdict], require: int) -> Verdict:
-    """One verdict from independent judges: passes when at least `require` of them pass.
+@dataclass(frozen=True)
+class Tally:
+    """What a quorum's votes decide. `verdict` is None while missing votes could still
+    change the outcome: a judge that gave no verdict is a missing vote, never a pass."""
 
-    Degraded verdicts (no judge available) do not vote. When fewer real judges answered
-    than `require`, the real ones must all pass and the result says `degraded`; with
-    none at all the result is the degraded rules-only pass.
-    """
-    if not verdicts:
-        raise ValueError("combine_quorum needs at least one verdict")
-    real = [v for v in verdicts if not v.degraded]
-    names = ", ".join(f"{v.verifier}" + (f"/{v.model}" if v.model else "") for v in verdicts)
-    usage = sum((v.usage for v in verdicts), Usage())
-    latency = max((v.latency_ms or 0.0 for v in verdicts), default=0.0)  # judges run in parallel
-    tier = max((v.tier for v in verdicts), key=lambda t: TIERS.index(t) if t in TIERS else -1)
-    if not real:
-        return verdicts[0].model_copy(
-            update={"verifier": f"quorum(0/{require}): {names}", "usage": usage, "tier": tier}
-        )
-    needed = min(require, len(real))
+    verdict: Verdict | None
+    missing: int
+    disagreement: bool  # real votes on both sides
+
+
+def tally(votes: Sequence[Verdict | None], require: int) -> Tally:
+    """PASS on `require` real PASS votes; FAIL as soon as that can no longer happen;
+    undecided (verdict None) while the missing votes could still make the difference."""
+    if not votes:
+        raise ValueError("tally needs at least one vote")
+    real = [v for v in votes if v is not None and not v.degraded]
+    missing = len(votes) - len(real)
     passes = [v for v in real if v.passed]
-    degraded = len(real) < require
-    label = f"quorum({len(passes)}/{needed} of {len(verdicts)}): {names}"
-    common = {
-        "tier": tier,
-        "verifier": label,
-        "usage": usage,
-        "latency_ms": latency,
-        "degraded": degraded,
+    fails = [v for v in real if not v.passed]
+    disagreement = bool(passes and fails)
+    names = ", ".join(f"{v.verifier}" + (f"/{v.model}" if v.model else "") for v in real)
+    common: dict[str, Any] = {
+        "tier": max((v.tier for v in real), key=_tier_rank, default="L3"),
+        "verifier": f"quorum({len(passes)}/{require} of {len(votes)}): {names or 'none'}",
+        "usage": sum((v.usage for v in real), Usage()),
+        "latency_ms": max((v.latency_ms or 0.0 for v in real), default=0.0),
         "prompt_version": next((v.prompt_version for v in real if v.prompt_version), None),
-        "checks_run": [c for v in verdicts for c in v.checks_run],
+        "checks_run": [c for v in real for c in v.checks_run],
     }
-    if len(passes) >= needed:
-        note = f" ({len(verdicts) - len(real)} judge(s) unavailable)" if degraded else ""
-        return Verdict(
+    if len(passes) >= require:
+        absent = f"; {missing} judge(s) gave no verdict" if missing else ""
+        verdict = Verdict(
             passed=True,
-            reason=f"{len(passes)} of {len(real)} judges passed{note}",
+            reason=f"{len(passes)} of {len(votes)} judges passed (require {require}){absent}",
             confidence=min(v.confidence for v in passes),
             model=passes[0].model,
             **common,
         )
-    first_fail = next(v for v in real if not v.passed)
+        return Tally(verdict, missing, disagreement)
+    if len(passes) + missing < require:
+        first = fails[0]
+        verdict = Verdict(
+            passed=False,
+            error_class=first.error_class,
+            hint=first.hint,
+            reason=f"{len(passes)} of {require} required judges passed; {first.reason}",
+            confidence=first.confidence,
+            model=first.model,
+            **common,
+        )
+        return Tally(verdict, missing, disagreement)
+    return Tally(None, missing, disagreement)
+
+
+def combine_quorum(verdicts: Sequence[Verdict | None], require: int) -> Verdict:
+    """The quorum's verdict when every vote is in; a missing vote (None, or a degraded
+    verdict) counts as no vote, so an undecided quorum FAILS (fail closed)."""
+    result = tally(verdicts, require)
+    if result.verdict is not None:
+        return result.verdict
+    real = [v for v in verdicts if v is not None and not v.degraded]
+    passes = sum(1 for v in real if v.passed)
     return Verdict(
         passed=False,
-        error_class=first_fail.error_class,
-        hint=first_fail.hint,
-        reason=f"{len(passes)} of {needed} required judges passed; {first_fail.reason}",
-        confidence=first_fail.confidence,
-        model=first_fail.model,
-        **common,
+        tier=max((v.tier for v in real), key=_tier_rank, default="L3"),
+        verifier=f"quorum({passes}/{require} of {len(verdicts)})",
+        reason=(
+            f"only {passes} of {require} required judges passed: "
+            f"{result.missing} judge(s) gave no verdict"
+        ),
+        usage=sum((v.usage for v in real), Usage()),
     )
+
+
+def _tier_rank(tier: str) -> int:
+    return TIERS.index(tier) if tier in TIERS else -1
 
 
 @dataclass

@@ -15,12 +15,9 @@ from temporalio import workflow
 
 from raftline.models import EventType, TraceEvent, Verdict, VerifyInput
 
-try:  # the otel extra
-    from temporalio.contrib.opentelemetry import TracingWorkflowInboundInterceptor
-
-    from raftline.observability import TRACEPARENT, result_attributes, verify_attributes
-except ImportError:
-    TracingWorkflowInboundInterceptor = None  # type: ignore[assignment,misc]
+# The worker wires spans (raftline/observability.py): it hands the workflow this function
+# through Temporal's extern functions, so workflow code never imports worker plumbing.
+SPAN_HOOK = "raftline_verification_span"
 
 # Counter names (Prometheus). Latency, tokens and cost come from the worker's activity
 # interceptor (activities/observability.py): wall-clock time is not workflow state.
@@ -57,6 +54,8 @@ def decision_record(event: TraceEvent, pipeline: str | None) -> dict[str, Any]:
         "hint": event.hint,
         # The causal chain: exactly which committed outputs this step or judge saw.
         "inputs": [f"#{r.seq} {r.step} {r.sha256[:12]}" for r in event.inputs] or None,
+        # ...and, through them, everything upstream: one id for the whole causal past.
+        "seen": event.seen,
         "message": event.message or (event.verdict.reason if event.verdict else ""),
     }
     v = event.verdict
@@ -136,29 +135,15 @@ _HELP = {
 }
 
 
-def rules_span(base: VerifyInput, verdict: Verdict) -> None:
-    """The OpenTelemetry span of an L1 verdict, which has no activity span of its own.
+def verification_span(base: VerifyInput, verdict: Verdict) -> None:
+    """The span of a verdict computed in the workflow (L1), which has no activity span.
 
-    Only when the worker traces workflows (OpenTelemetry's TracingInterceptor, which
-    records nothing on replay); beside the run's activity spans, linked like a judge's
-    span to the step attempt it checked. Uses the interceptor's span hook, which can take
-    a link (the public completed_span cannot); tests/test_observability.py pins it.
+    Only when the worker traces workflows; it records nothing while history replays.
     """
-    if TracingWorkflowInboundInterceptor is None:
-        return
-    tracing = TracingWorkflowInboundInterceptor._from_context()
-    if tracing is None:
-        return
-    info = workflow.info()
-    attrs: dict[str, Any] = {
-        "raftline.workflow_id": info.workflow_id,
-        "raftline.run_id": info.run_id,
-        **verify_attributes(base),
-        **result_attributes(verdict),
-    }
-    judged = base.output.meta.get(TRACEPARENT)
-    tracing._completed_span(
-        f"verify {base.step.name} {verdict.tier}",
-        link_context_carrier={TRACEPARENT: judged} if isinstance(judged, str) and judged else None,
-        additional_attributes=attrs,
-    )
+    hook = workflow.extern_functions().get(SPAN_HOOK)
+    if hook is not None and not workflow.unsafe.is_replaying():
+        hook(workflow.info(), base, verdict)
+
+
+# Generation 2 (workflows/legacy.py) calls it by its old name.
+rules_span = verification_span

@@ -1,0 +1,111 @@
+"""Small shared pieces of the commit loop: how a run ends, retry policies, shielding."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import Awaitable
+from datetime import timedelta
+from typing import Any, TypeVar
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError, ApplicationError, ChildWorkflowError
+
+from raftline.models import ActivityRetry
+
+T = TypeVar("T")
+
+# ApplicationError types raftline's activities raise (activities/llm.py, references.py).
+BUDGET_EXCEEDED = "BudgetExceeded"
+JUDGE_NOT_CONFIGURED = "JudgeNotConfigured"
+# A judge that answered, but gave no usable verdict, or whose providers are all failing:
+# no verdict now, maybe later (the workflow waits, then fails closed).
+JUDGE_NO_VERDICT = frozenset({"JudgeUnparseable", "JudgeUnavailable"})
+
+
+class RunEnded(Exception):
+    """The run cannot finish: compensate what was committed and report why."""
+
+    def __init__(self, reason: str, step: str | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.step = step
+
+
+class Ending(asyncio.CancelledError):
+    """Raised in a branch that finds the run ending: it stops, its attempt uncommitted."""
+
+
+def sha256(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def retry_policy(r: ActivityRetry) -> RetryPolicy:
+    return RetryPolicy(
+        initial_interval=timedelta(seconds=r.initial_interval_s),
+        backoff_coefficient=r.backoff,
+        maximum_interval=timedelta(seconds=r.max_interval_s),
+        maximum_attempts=r.max_attempts,
+    )
+
+
+def cause_of(err: BaseException) -> BaseException:
+    while isinstance(err, ActivityError | ChildWorkflowError) and err.cause is not None:
+        err = err.cause
+    return err
+
+
+def error_message(err: BaseException) -> str:
+    cause = cause_of(err)
+    return str(cause) or type(cause).__name__
+
+
+def application_error(err: BaseException) -> ApplicationError | None:
+    cause = cause_of(err)
+    return cause if isinstance(cause, ApplicationError) else None
+
+
+def error_details(err: BaseException) -> dict[str, Any]:
+    """The first detail of an activity's ApplicationError, when it is a mapping."""
+    app = application_error(err)
+    if app is not None and app.details and isinstance(app.details[0], dict):
+        return app.details[0]
+    return {}
+
+
+def evicting() -> bool:
+    """True while the worker evicts this run from its cache (not a cancel of the run).
+
+    Eviction cancels every task of the run and expects them all to stop at once; the run
+    goes on elsewhere (its history replays). Shielding must not hold it up. The SDK has no
+    public flag for it: this reads the instance's, and tests/test_fail_closed.py pins it.
+    """
+    runtime = workflow._Runtime.current()
+    return bool(getattr(runtime, "_deleting", False))
+
+
+async def shielded(work: Awaitable[T], reraise: bool = True) -> T:
+    """Run `work` to completion even if the run is canceled meanwhile (any number of times).
+
+    A compensation half done is worse than none: a cancel that arrives during the saga
+    (or a rollback's compensation) changes nothing; the work goes on and is recorded.
+    With `reraise`, the cancel is delivered once the work is done, so the branch that
+    waited still stops.
+    """
+    task = asyncio.ensure_future(work)
+    canceled = False
+    while True:
+        try:
+            await asyncio.wait([task])
+        except asyncio.CancelledError:
+            if evicting():
+                raise
+            canceled = True
+            current = asyncio.current_task()
+            if current is not None:
+                current.uncancel()
+            continue
+        if canceled and reraise:
+            raise asyncio.CancelledError()
+        return task.result()

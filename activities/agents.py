@@ -40,6 +40,9 @@ class ScriptedParams(BaseModel):
     faults: dict[int, str] = Field(
         default_factory=dict, description="attempt number -> error class, RAISE or RAISE_FATAL"
     )
+    item_faults: dict[int, dict[int, str]] = Field(
+        default_factory=dict, description="map steps: item index -> {attempt: fault}"
+    )
     fail_rate: float = Field(default=0.0, ge=0, le=1, description="p: chance an attempt is bad")
     hint_factor: float = Field(default=1.0, ge=0, le=1, description="r: p is p*r after a hint")
     fault_classes: list[ErrorClass] = Field(default_factory=lambda: list(CONTENT_FAULTS))
@@ -55,13 +58,19 @@ PLACEHOLDER = re.compile(r"\{(\w+)\}")
 
 
 def render(template: str, inp: StepInput) -> str:
-    """Fill {goal}, {task}, {step} and task inputs; leave other braces (JSON) alone."""
+    """Fill {goal}, {task}, {step}, a map step's {item} and {item_index}, and task inputs;
+    leave other braces (JSON) alone."""
     fields = {"goal": inp.goal, "task": inp.task.goal, "step": inp.step, **inp.task.inputs}
+    if inp.item_index is not None:
+        item = inp.item if isinstance(inp.item, str) else json.dumps(inp.item)
+        fields |= {"item": item, "item_index": str(inp.item_index)}
     return PLACEHOLDER.sub(lambda m: fields.get(m.group(1), m.group(0)), template)
 
 
 def choose_fault(p: ScriptedParams, inp: StepInput) -> str | None:
     """The fault for this attempt: scripted by attempt number, else drawn from a seeded RNG."""
+    if inp.item_index is not None and inp.attempt in p.item_faults.get(inp.item_index, {}):
+        return p.item_faults[inp.item_index][inp.attempt]
     if inp.attempt in p.faults:
         return p.faults[inp.attempt]
     if p.fail_rate <= 0:

@@ -129,11 +129,13 @@ def _check_params(spec: PipelineSpec, step: StepSpec, source: str) -> None:
             raise SpecError(f"{where}.{describe_validation_error(exc, step.params)}") from None
     if step.activity == "scripted":
         allowed = [c.value for c in agents.CONTENT_FAULTS] + [agents.RAISE, agents.RAISE_FATAL]
-        for attempt, fault in (step.params.get("faults") or {}).items():
+        planned = [(f"faults.{a}", f) for a, f in (step.params.get("faults") or {}).items()]
+        for item, faults in (step.params.get("item_faults") or {}).items():
+            planned += [(f"item_faults.{item}.{a}", f) for a, f in (faults or {}).items()]
+        for at, fault in planned:
             if fault not in allowed:
                 raise SpecError(
-                    f"{where}.faults.{attempt}: {fault!r} is not a fault; use one of "
-                    f"{', '.join(allowed)}"
+                    f"{where}.{at}: {fault!r} is not a fault; use one of {', '.join(allowed)}"
                 )
     if step.activity == "publish" and (source_step := step.params.get("from")) is not None:
         ancestors = spec.ancestors(step.name)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import getpass
+import hashlib
 import os
 import uuid
 from collections.abc import AsyncIterator
@@ -36,6 +37,7 @@ from temporalio.service import RPCError
 
 from raftline.models import (
     CompensationAction,
+    EventType,
     ForkSpec,
     PendingReview,
     PipelineSpec,
@@ -378,8 +380,38 @@ class RunHandle:
         except WorkflowUpdateFailedError as err:
             raise Refused(f"run {self.id}: {_update_reason(err)}") from None
         except RPCError as err:
-            raise _rpc_error(self.id, err) from None
+            if "already completed" not in str(err):
+                raise _rpc_error(self.id, err) from None
+            return await self._decided(kind, decision)
         return outcome
+
+    async def _decided(self, kind: str, decision: ReviewDecision) -> ReviewOutcome:
+        """A decision for a run that has ended: the recorded one if it is the same (a resend
+        after the run moved on), else refused."""
+        result = await self.result()
+        for event in reversed(result.trace):
+            done = event.review
+            if event.type is not EventType.REVIEW_DECIDED or done is None:
+                continue
+            if done.step != decision.step or (
+                decision.item is not None and done.item != decision.item
+            ):
+                continue
+            same = done.decision == kind and (
+                (kind == "approve" and done.note == decision.note)
+                or (kind == "reject" and done.hint == decision.hint)
+                or (kind == "edit" and done.output_sha256 == _sha(decision.output))
+            )
+            if same:
+                return done.model_copy(update={"repeated": True})
+            raise Refused(
+                f"run {self.id}: step {decision.step!r} was already decided: "
+                f"{done.decision} by {done.by}"
+            )
+        raise Refused(
+            f"run {self.id} has ended ({result.status.value}): step {decision.step!r} "
+            "has no pending review"
+        )
 
     # ------------------------------------------------------------ operators
 
@@ -616,6 +648,10 @@ def _attr(attrs: Any, name: str) -> Any:
         if pair.key.name == name:
             return pair.value
     return None
+
+
+def _sha(text: str | None) -> str | None:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest() if text is not None else None
 
 
 def _os_user() -> str:

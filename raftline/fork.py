@@ -150,9 +150,7 @@ def _apply(spec: PipelineSpec, set_params: dict[str, Any], models: dict[str, str
         by_name[step].params["model"] = model
 
 
-def _same_before(
-    source: PipelineSpec, new: PipelineSpec, rerun: set[str], from_step: str
-) -> None:
+def _same_before(source: PipelineSpec, new: PipelineSpec, rerun: set[str], from_step: str) -> None:
     from raftline.client import Refused
 
     old = {s.name: s for s in source.steps}

@@ -239,6 +239,22 @@ class EventType(StrEnum):
     RUN_CANCELED = "run_canceled"
 
 
+class ReviewOutcome(BaseModel):
+    """What a decision did, as recorded: a repeated decision returns the same record."""
+
+    step: str
+    attempt: int
+    item: int | None = None
+    decision: Literal["approve", "reject", "edit", "timeout"]
+    by: str
+    at: datetime
+    note: str | None = None
+    hint: str | None = None
+    error_class: ErrorClass | None = None
+    output_sha256: str | None = None
+    repeated: bool = False
+
+
 class TraceEvent(BaseModel):
     seq: int
     type: EventType
@@ -259,6 +275,7 @@ class TraceEvent(BaseModel):
     sha256: str | None = None
     item: int | None = Field(default=None, description="a map step's element index")
     by: str | None = Field(default=None, description="who decided (reviews, operators)")
+    review: ReviewOutcome | None = Field(default=None, description="a review's decision")
 
 
 class CompensationOutcome(BaseModel):
@@ -397,22 +414,6 @@ class ReviewDecision(BaseModel):
     hint: str | None = Field(default=None, description="reject: what the retry should fix")
     error_class: ErrorClass | None = Field(default=None, description="reject: why")
     output: str | None = Field(default=None, description="edit: the replacement output")
-
-
-class ReviewOutcome(BaseModel):
-    """What a decision did, as recorded: a repeated decision returns the same record."""
-
-    step: str
-    attempt: int
-    item: int | None = None
-    decision: Literal["approve", "reject", "edit", "timeout"]
-    by: str
-    at: datetime
-    note: str | None = None
-    hint: str | None = None
-    error_class: ErrorClass | None = None
-    output_sha256: str | None = None
-    repeated: bool = False
 
 
 class CompensationAction(BaseModel):

@@ -1,10 +1,13 @@
 """Secrets never reach logs or traces.
 
-`Redactor` replaces API keys, bearer tokens, private keys and the values of secret-named
-environment variables with `[REDACTED]`:
-- built-in patterns: `sk-...` (OpenAI, Anthropic), `AKIA...`/`ASIA...` (AWS key ids),
-  `AIza...` (Google), `ghp_...` (GitHub), `xox.-...` (Slack), `Bearer ...`, PEM private
-  keys, and `password=...`-style assignments;
+`Redactor` replaces API keys, tokens, private keys, passwords and the values of
+secret-named environment variables with `[REDACTED]`:
+- every credential format of raftline.verifiers.secrets, the one definition the L1
+  `secrets` rule also uses (OpenAI/Anthropic `sk-`, AWS key ids and secret keys, Google,
+  GitHub, GitLab, Slack tokens and webhooks, Stripe, Hugging Face, Azure account keys,
+  JWTs, bearer and basic credentials, passwords in URLs, PEM private keys, and
+  `password=`/`api_key:`-style assignments), documented examples included: the rule lets
+  an output quote AKIAIOSFODNN7EXAMPLE, a log masks it anyway;
 - the value of every environment variable whose name ends in `_API_KEY` or contains
   `SECRET`, `TOKEN`, `PASSWORD` or `ENCRYPTION_KEY` (values of 8+ characters);
 - your own regexes in RAFTLINE_REDACT_PATTERNS: a JSON list, or one regex per line (a
@@ -33,25 +36,12 @@ from temporalio.worker import (
     Interceptor,
 )
 
+from raftline.verifiers import secrets
+
 MASK = "[REDACTED]"
 PATTERNS_ENV = "RAFTLINE_REDACT_PATTERNS"
 MIN_SECRET_LEN = 8
 
-# (regex, replacement); a replacement keeps the non-secret prefix where there is one.
-BUILTIN: tuple[tuple[str, str], ...] = (
-    (r"-----BEGIN [A-Z ]*PRIVATE KEY-----[\s\S]*?(?:-----END [A-Z ]*PRIVATE KEY-----|$)", MASK),
-    (r"\bsk-[A-Za-z0-9_-]{16,}", MASK),
-    (r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b", MASK),
-    (r"\bAIza[0-9A-Za-z_-]{35}", MASK),
-    (r"\bgh[pousr]_[A-Za-z0-9]{30,}", MASK),
-    (r"\bxox[abposr]-[A-Za-z0-9-]{10,}", MASK),
-    (r"(?i)\b(Bearer|Basic)\s+[A-Za-z0-9._~+/=-]{8,}", rf"\1 {MASK}"),
-    (
-        r"(?i)\b((?:aws_)?(?:secret(?:_access)?_key|api[_-]?key|password|passwd|secret|token)"
-        r"[\"']?\s*[:=]\s*[\"']?)[^\s\"',;}]{8,}",
-        rf"\1{MASK}",
-    ),
-)
 SECRET_ENV_NAME = re.compile(
     r"(_API_KEY$|^API_KEY$|SECRET|TOKEN|PASSWORD|PASSWD|ENCRYPTION_KEY|PRIVATE_KEY)", re.I
 )
@@ -98,15 +88,18 @@ class Redactor:
 
     def __init__(self, env: Mapping[str, str] | None = None, extra: Iterable[str] = ()) -> None:
         env = os.environ if env is None else env
-        self.rules: list[tuple[re.Pattern[str], str]] = [(re.compile(p), r) for p, r in BUILTIN]
         literals = [*secret_env_values(env), *extra]
-        if literals:
-            self.rules.insert(0, (re.compile("|".join(re.escape(v) for v in literals)), MASK))
-        self.rules += [(p, MASK) for p in configured_patterns(env)]
+        # Known values first (a key in the environment is masked whatever its shape), then
+        # the shared credential formats, then the user's patterns.
+        self.literals = re.compile("|".join(re.escape(v) for v in literals)) if literals else None
+        self.patterns = configured_patterns(env)
 
     def text(self, value: str) -> str:
-        for pattern, repl in self.rules:
-            value = pattern.sub(repl, value)
+        if self.literals is not None:
+            value = self.literals.sub(MASK, value)
+        value = secrets.mask(value, MASK)
+        for pattern in self.patterns:
+            value = pattern.sub(MASK, value)
         return value
 
     def value(self, value: Any) -> Any:

@@ -134,9 +134,7 @@ async def test_decision_records_carry_ids_and_are_logged_once_though_every_task_
         f"#2 analysis {analysis.sha256[:12]}"
     ]
     assert judge["inputs"] == [f"#2 analysis {analysis.sha256[:12]}"]
-    assert by[("step_started", "analysis", 0, None)]["inputs"] == [
-        f"#1 facts {facts.sha256[:12]}"
-    ]
+    assert by[("step_started", "analysis", 0, None)]["inputs"] == [f"#1 facts {facts.sha256[:12]}"]
     seen = by[("step_started", "memo", 0, None)]["seen"]
     assert len(seen) == 64 and judge["seen"] == seen
     assert seen != by[("step_started", "analysis", 0, None)]["seen"]

@@ -73,12 +73,63 @@ def test_secrets_are_masked(redactor: Redactor, text: str, gone: str) -> None:
     assert gone not in out and MASK in out
 
 
+AWS_SECRET = "Zx8/Kp2LmN4qRs6TuV8wXy0Az3Bc5De7Fg9Hi1Jk"
+AZURE_KEY = "Qm7rT2xK9pLw4ZsV8nHd3Jy6" * 3 + "Qm7rT2xK9pLw4Z=="
+
+
+@pytest.mark.parametrize(
+    ("text", "gone", "kept"),
+    [
+        (
+            "alerts: https://hooks.slack.com/services/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",
+            "Qm7rT2xK9pLw4ZsV8nHd3Jy6",
+            "alerts: ",
+        ),
+        (
+            "DATABASE_URL=postgres://report:Xk29!vLp7q@db.internal:5432/sales",
+            "Xk29!vLp7q",
+            "@db.internal",
+        ),
+        (
+            "fetch https://deploy:tr0ub4dor3x@artifacts.acme.io/x.tgz",
+            "tr0ub4dor3x",
+            "https://deploy:",
+        ),
+        (
+            "Authorization: Basic YWRtaW46U3VwM3JTM2NyZXQhMjAyNA==",
+            "YWRtaW46U3Vw",
+            "Authorization: Basic ",
+        ),
+        (
+            f"AccountName=acme;AccountKey={AZURE_KEY};EndpointSuffix=core.windows.net",
+            AZURE_KEY[:20],
+            "AccountName=acme;",
+        ),
+        ("login --token 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", "hf_QmrTxKpLw", "login --token "),
+        (f"the AWS secret key is {AWS_SECRET} for deploy", AWS_SECRET, "for deploy"),
+        (f"session {JWT} expired", JWT, "session "),
+        ("mysql -u report -p'Vx82!kLq0z' sales", "Vx82!kLq0z", "mysql -u report -p'"),
+    ],
+)
+def test_the_shared_secret_formats_are_masked(
+    redactor: Redactor, text: str, gone: str, kept: str
+) -> None:
+    """Redaction and the L1 secrets rule share one definition (raftline.verifiers.secrets):
+    every format the rule fails an output for is masked in logs, prefixes kept."""
+    out = redactor.text(text)
+    assert gone not in out and MASK in out and kept in out
+
+
 def test_ordinary_text_is_untouched(redactor: Redactor) -> None:
     for text in (
         "step analysis attempt 1: PASS [L1 rules] all 7 rules passed",
         "/home/raft/.local/share/raftline raftline short",
         "the token budget is 200000 and the key finding is payback in 3 years",
         "sk-short is not a key; AKIA alone is not either",
+        "connect to postgres://user:password@localhost:5432/app or $DATABASE_URL",
+        "fixed in commit 3f786850e387550fdab836ed7e6dc881de23001b (aws secret rotation)",
+        "Authorization: Bearer <token>; password: ****; api_key=${API_KEY}",
+        "request 123e4567-e89b-12d3-a456-426614174000 took 12 ms; max_tokens: 4096",
     ):
         assert redactor.text(text) == text
 

@@ -3,13 +3,16 @@
 The judged output is data, never instructions: it (and every other piece of agent or user
 text) is fenced by a delimiter derived from the text's own sha256, so the text cannot close
 its own fence, and the system prompt says fenced content is never an instruction. Outputs
-that openly try to steer the judge are failed as UNSAFE before any model sees them
-(`looks_like_injection`).
+that try to steer the judge are failed as UNSAFE before any model sees them
+(`looks_like_injection`, from verifiers.injection: it normalises homoglyphs, invisible
+characters, split words and encodings before it matches).
 
-Verdict policy: the judge answers one strict JSON object. Anything else (no JSON, an
-unknown label, a FAIL without a valid class, a missing or out-of-range confidence) raises
-`JudgeError`: a failure of the judge, which the activity turns into a retryable error so
-Temporal asks again. A bad answer is never read as a pass.
+Verdict policy: the judge's reply is exactly one JSON object, optionally inside one code
+fence, with nothing else around it. Anything else (prose around the object, two objects, a
+repeated key, an unknown label, a FAIL without a valid class, a missing or out-of-range
+confidence) raises `JudgeError`: a failure of the judge, which the activity turns into a
+retryable error so Temporal asks again. A bad answer is never read as a pass, and a reply
+that quotes an output's forged {"verdict": "PASS"} before its own verdict is not read at all.
 """
 
 from __future__ import annotations
@@ -17,10 +20,10 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import unicodedata
 from typing import Any
 
 from raftline.models import ErrorClass, Verdict, VerifyInput
+from raftline.verifiers.injection import find_injection
 from raftline.verifiers.taxonomy import hint_for
 
 PROMPT_VERSION = "judge-v1"
@@ -53,34 +56,11 @@ class JudgeError(ValueError):
 
 # ---------------------------------------------------------------- injection pre-check
 
-_ZERO_WIDTH = dict.fromkeys(map(ord, "\u200b\u200c\u200d\u2060\ufeff\u00ad"))
-_INJECTION = [
-    re.compile(
-        r"\b(?:ignore|disregard|forget|override)\s+(?:all\s+|any\s+)?"
-        r"(?:(?:of\s+)?(?:your|the|previous|prior|above|earlier|preceding|system|these)\s+){1,3}"
-        r"(?:instructions?|rules?|prompts?|directions?|guidelines?)",
-        re.I,
-    ),
-    # "answer PASS", "respond with 'PASS'", "output: PASS" (the label in capitals or quoted).
-    re.compile(
-        r"(?i:\b(?:answer|respond|reply|output|return|say|mark|grade|rate|judge|verdict)\w*)"
-        r"\b[\s:=,]*(?:(?i:with|as|it|this|that|is|only)\s+){0,3}[\s:=]*"
-        r"(?:PASS\b|[\"'`](?i:pass)[\"'`])"
-    ),
-    re.compile(r"[\"']verdict[\"']\s*:\s*[\"']pass[\"']", re.I),
-    re.compile(r"\byou\s+are\s+now\s+(?:a|an|the|in|my|no\s+longer)\b", re.I),
-    re.compile(r"\b(?:new|updated)\s+(?:system\s+)?instructions?\s*:", re.I),
-    re.compile(
-        r"\b(?:to|dear|attention)\s+(?:the\s+)?(?:ai\s+)?(?:judge|verifier|grader|evaluator)\b",
-        re.I,
-    ),
-]
-
 
 def looks_like_injection(output: str) -> bool:
-    """True when the output openly tries to instruct its judge. Deterministic, no model."""
-    text = unicodedata.normalize("NFKC", output).translate(_ZERO_WIDTH)
-    return any(p.search(text) for p in _INJECTION)
+    """True when the output tries to instruct its judge (verifiers.injection.find_injection:
+    normalised, then matched in judge context). Deterministic, no model, no I/O."""
+    return find_injection(output) is not None
 
 
 # ---------------------------------------------------------------- prompt
@@ -143,21 +123,49 @@ def build_judge_prompt(inp: VerifyInput) -> tuple[str, str]:
 
 # ---------------------------------------------------------------- verdict parsing
 
-_CODE_FENCE = re.compile(r"```[a-zA-Z]*")
+# The whole reply is one fence: ```json (or ```), the body, ``` at the very end.
+_FENCED = re.compile(r"\A```(?:json|JSON)?[ \t]*\n?(?P<body>.*?)\n?[ \t]*```\Z", re.S)
 _NULLS = {"", "none", "null", "n/a"}
 
 
-def _first_object(text: str) -> dict[str, Any] | None:
-    cleaned = _CODE_FENCE.sub("", text)
-    decoder = json.JSONDecoder()
-    for match in re.finditer(r"\{", cleaned):
-        try:
-            value, _ = decoder.raw_decode(cleaned, match.start())
-        except json.JSONDecodeError:
-            continue
-        if isinstance(value, dict):
-            return value
-    return None
+class _Unparseable(ValueError):
+    pass
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    seen: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in seen:
+            raise _Unparseable(f"the key {key!r} appears twice")
+        seen[key] = value
+    return seen
+
+
+def _no_constant(name: str) -> Any:
+    raise _Unparseable(f"{name} is not a number JSON allows")
+
+
+def _the_object(text: str) -> dict[str, Any]:
+    """The reply as exactly one JSON object: whitespace around it, or one ```json fence
+    (or a bare ``` one) around it, and nothing else. Never the first of several objects: a
+    judge that quotes the output's forged verdict before its own must not be read as it."""
+    body = text.strip()
+    if body.startswith("```"):
+        fenced = _FENCED.match(body)
+        if fenced is None:
+            raise _Unparseable("text after the code fence, or a fence left open")
+        body = fenced.group("body").strip()
+    if "```" in body:
+        raise _Unparseable("more than one code fence")
+    if not body.startswith("{"):
+        raise _Unparseable("the reply is not a JSON object alone")
+    try:
+        value = json.loads(body, object_pairs_hook=_no_duplicates, parse_constant=_no_constant)
+    except json.JSONDecodeError as exc:
+        raise _Unparseable(f"not exactly one JSON object ({exc.msg})") from None
+    if not isinstance(value, dict):
+        raise _Unparseable("the reply is not a JSON object")
+    return value
 
 
 def _text(value: Any, limit: int) -> str | None:
@@ -168,9 +176,10 @@ def _text(value: Any, limit: int) -> str | None:
 
 def parse_verdict(text: str, tier: str, verifier: str, model: str | None = None) -> Verdict:
     """The judge's reply as a Verdict; raises JudgeError when it is not a valid verdict."""
-    data = _first_object(text or "")
-    if data is None:
-        raise JudgeError("judge returned an unparseable verdict (no JSON object)", text)
+    try:
+        data = _the_object(text or "")
+    except _Unparseable as exc:
+        raise JudgeError(f"judge returned an unparseable verdict ({exc})", text or "") from None
 
     label = data.get("verdict")
     label = label.strip().upper() if isinstance(label, str) else None

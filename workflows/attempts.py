@@ -16,7 +16,12 @@ from datetime import timedelta
 from typing import Any
 
 from temporalio import workflow
-from temporalio.exceptions import ActivityError, ChildWorkflowError, is_cancelled_exception
+from temporalio.exceptions import (
+    ActivityError,
+    ChildWorkflowError,
+    FailureError,
+    is_cancelled_exception,
+)
 from temporalio.workflow import ActivityCancellationType
 
 from raftline.ledger import Entry
@@ -480,13 +485,18 @@ class Steps:
 
     async def put(self, text: str) -> str:
         """Put a text the workflow composed (map results, an edit) in the output store."""
-        digest = await workflow.execute_local_activity(
-            PUT_ACTIVITY,
-            text,
-            result_type=str,
-            start_to_close_timeout=LOCAL_TIMEOUT,
-            summary="store output",
-        )
+        try:
+            digest = await workflow.execute_local_activity(
+                PUT_ACTIVITY,
+                text,
+                result_type=str,
+                start_to_close_timeout=LOCAL_TIMEOUT,
+                summary="store output",
+            )
+        except FailureError as err:
+            if is_cancelled_exception(err):
+                raise
+            raise RunEnded(f"could not store an output: {error_message(err)}") from None
         self.run.texts[digest] = text
         return digest
 
@@ -516,7 +526,9 @@ class Steps:
                     summary=f"when {step.name}",
                 )
             )
-        except ActivityError as err:
+        except FailureError as err:  # a local activity raises its failure itself
+            if is_cancelled_exception(err):
+                raise
             raise RunEnded(
                 f"step {step.name!r}: `when` could not be evaluated: {error_message(err)}",
                 step.name,
@@ -594,7 +606,9 @@ class Steps:
                 start_to_close_timeout=LOCAL_TIMEOUT,
                 summary=f"items of {step.name} from {source}",
             )
-        except ActivityError as err:
+        except FailureError as err:  # a local activity raises its failure itself
+            if is_cancelled_exception(err):
+                raise
             verdict = Verdict(
                 passed=False,
                 error_class=ErrorClass.FORMAT,

@@ -105,10 +105,14 @@ class Reviews:
         run.set_status(RunStatus.AWAITING_REVIEW)
         try:
             while True:
-                decided = await workflow.wait_condition(
-                    lambda: waiting.decision is not None, timeout=spec.timeout_s
-                )
-                if not decided:
+                try:
+                    await workflow.wait_condition(
+                        lambda: waiting.decision is not None,
+                        timeout=max(
+                            (waiting.view.deadline - workflow.now()).total_seconds(), 0.001
+                        ),
+                    )
+                except TimeoutError:  # a durable timer: the deadline holds across restarts
                     self._timed_out(step, waiting)
                     break
                 if (
@@ -156,6 +160,7 @@ class Reviews:
             view.attempt,
             item=view.item_index,
             by="timeout",
+            review=outcome,
             message=f"review timed out after {step.review.timeout_s:g} s: on_timeout {action}",
         )
         if action == "fail":
@@ -220,6 +225,7 @@ class Reviews:
             by=by,
             hint=d.hint if kind == "reject" else None,
             sha256=outcome.output_sha256,
+            review=outcome,
             message=f"{kind}d by {by}" + (f": {detail}" if detail else ""),
         )
         return outcome

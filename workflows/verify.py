@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 from datetime import timedelta
 
 from temporalio import workflow
-from temporalio.exceptions import ActivityError, is_cancelled_exception
+from temporalio.exceptions import FailureError, is_cancelled_exception
 
 from raftline.models import (
     EventType,
@@ -99,13 +99,22 @@ class Verifier:
         if len(base.output.text) <= L1_INLINE_CHARS:
             verdict = check_rules(base, facts)
         else:
-            verdict = await workflow.execute_local_activity(
-                RULES_ACTIVITY,
-                base.model_copy(update={"params": {"facts": facts}}),
-                result_type=Verdict,
-                start_to_close_timeout=timedelta(seconds=60),
-                summary=f"rules {base.step.name} · attempt {base.attempt} · {RULES_VERSION}",
-            )
+            try:
+                verdict = await workflow.execute_local_activity(
+                    RULES_ACTIVITY,
+                    base.model_copy(update={"params": {"facts": [f.model_dump() for f in facts]}}),
+                    result_type=Verdict,
+                    start_to_close_timeout=timedelta(seconds=60),
+                    summary=f"rules {base.step.name} · attempt {base.attempt} · {RULES_VERSION}",
+                )
+            except FailureError as err:
+                if is_cancelled_exception(err):
+                    raise
+                # No L1 verdict is no verdict: nothing commits (fail closed).
+                raise RunEnded(
+                    f"the L1 rules could not check step {base.step.name!r}: {error_message(err)}",
+                    base.step.name,
+                ) from None
         verification_span(base, verdict)
         return verdict
 
@@ -213,7 +222,7 @@ class Verifier:
                     activity_id=activity_id,
                     summary=summary,
                 )
-        except ActivityError as err:
+        except FailureError as err:  # local activities raise the failure itself
             if is_cancelled_exception(err):
                 self.budget.release(ticket)
                 raise
@@ -235,7 +244,7 @@ class Verifier:
         return verdict
 
     def _judge_failed(
-        self, step: StepSpec, base: VerifyInput, call: JudgeCall, err: ActivityError
+        self, step: StepSpec, base: VerifyInput, call: JudgeCall, err: FailureError
     ) -> Verdict | None:
         message = error_message(err)
         app = application_error(err)

@@ -357,10 +357,21 @@ def check_run(wid: str, spec: PipelineSpec, res: RunResult | None) -> list[str]:
     comp = Counter((c.step, c.idempotency_key) for c in res.compensations)
     if any(n > 1 for n in comp.values()):
         problems.append("compensation run twice")
-    if fatal and (sorted(comp) != sorted(steps) or not all(c.ok for c in res.compensations)):
+    undone = sorted(c.step for c in res.compensations if c.committed)
+    if fatal and (undone != sorted(steps) or not all(c.ok for c in res.compensations)):
         problems.append("compensations do not match the committed steps")
-    if not fatal and res.compensations:
-        problems.append("compensated a completed run")
+    if not fatal and any(c.committed for c in res.compensations):
+        problems.append("compensated a completed run's commits")
+    # Every attempt that ran and was not committed is undone once (rollbacks, the fatal one).
+    attempts = {
+        (e.step, e.attempt)
+        for e in res.trace
+        if e.type is EventType.STEP_STARTED
+        and not any(c.step == e.step and c.attempt == e.attempt for c in res.checkpoints)
+    }
+    undone_attempts = {(c.step, c.attempt) for c in res.compensations if not c.committed}
+    if attempts != undone_attempts:
+        problems.append("an uncommitted attempt was not undone")
     return problems
 
 

@@ -205,7 +205,7 @@ def diff_runs(a: RunResult, b: RunResult) -> dict[str, Any]:
     right = {c.step: c for c in b.checkpoints}
     order = list(dict.fromkeys([*left, *right]))
     rows: list[dict[str, Any]] = []
-    saved = 0.0
+    saved, saved_tokens = 0.0, 0
     for step in order:
         ca, cb = left.get(step), right.get(step)
         row: dict[str, Any] = {
@@ -223,8 +223,9 @@ def diff_runs(a: RunResult, b: RunResult) -> dict[str, Any]:
                     tofile=f"{b.workflow_id}/{step}",
                 )
             )
-        if cb and cb.reused_from and ca:
+        if cb and cb.reused_from and ca:  # b took a's checkpoint over: a paid for it
             saved += ca.usage.cost_usd
+            saved_tokens += ca.usage.tokens
         rows.append(row)
     return {
         "run_a": a.workflow_id,
@@ -233,6 +234,7 @@ def diff_runs(a: RunResult, b: RunResult) -> dict[str, Any]:
         "changed": [r["step"] for r in rows if not r["same"]],
         "usage": {"a": a.usage.model_dump(), "b": b.usage.model_dump()},
         "saved_usd": round(saved, 8),
+        "saved_tokens": saved_tokens,
     }
 
 

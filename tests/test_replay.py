@@ -28,7 +28,10 @@ from raftline.embedded import free_port
 from raftline.models import RunInput, RunResult, Verdict
 from raftline.observability import metrics_runtime
 from raftline.worker import WORKFLOW_RUNNER
+from raftline.workflows.attempts import Steps
+from raftline.workflows.legacy import Generation2
 from raftline.workflows.pipeline import VerifiedPipeline
+from raftline.workflows.verify import Verifier
 
 HISTORIES = Path(__file__).resolve().parent / "histories"
 SCENARIOS = ["clean", "rollback", "judged", "compensation", "breaker", "cancel"]
@@ -82,17 +85,30 @@ async def test_saved_history_replays_against_todays_code(name: str) -> None:
     )
 
 
-@workflow.defn(name="VerifiedPipeline")
-class ChangedLoop(VerifiedPipeline):
-    """The commit loop with an unguarded change: a pause before every attempt."""
-
-    @workflow.run
-    async def run(self, inp: RunInput) -> RunResult:
-        return await super().run(inp)
+class SlowGeneration2(Generation2):
+    """Generation 2 with an unguarded change: a pause before every attempt."""
 
     async def _attempt(self, *args: Any) -> Any:
         await workflow.sleep(timedelta(seconds=1))
         return await super()._attempt(*args)
+
+
+class SlowSteps(Steps):
+    """Today's loop with the same unguarded change."""
+
+    async def attempt(self, *args: Any, **kwargs: Any) -> Any:
+        await workflow.sleep(timedelta(seconds=1))
+        return await super().attempt(*args, **kwargs)
+
+
+@workflow.defn(name="VerifiedPipeline")
+class ChangedLoop(VerifiedPipeline):
+    generation2 = SlowGeneration2
+    steps = SlowSteps
+
+    @workflow.run
+    async def run(self, inp: RunInput) -> RunResult:
+        return await super().run(inp)
 
 
 async def test_an_unguarded_change_to_the_loop_fails_replay() -> None:
@@ -109,13 +125,8 @@ async def test_an_unguarded_change_to_the_loop_fails_replay() -> None:
         assert isinstance(result.replay_failure, workflow.NondeterminismError), generation
 
 
-@workflow.defn(name="VerifiedPipeline")
-class LaxRules(VerifiedPipeline):
-    """The lean loop with L1 rules changed, unguarded: they pass every output."""
-
-    @workflow.run
-    async def run(self, inp: RunInput) -> RunResult:
-        return await super().run(inp)
+class LaxGeneration2(Generation2):
+    """Generation 2 with its L1 rules changed, unguarded: they pass every output."""
 
     async def _rules(self, base: Any) -> Any:
         if self._lean:  # what check_rules decides in the workflow
@@ -123,16 +134,38 @@ class LaxRules(VerifiedPipeline):
         return await super()._rules(base)  # a local activity: its result is in history
 
 
+class LaxVerifier(Verifier):
+    async def _rules(self, base: Any) -> Any:
+        return Verdict(passed=True, tier="L1", verifier="rules")
+
+
+class LaxSteps(Steps):
+    verifier_class = LaxVerifier
+
+
+@workflow.defn(name="VerifiedPipeline")
+class LaxRules(VerifiedPipeline):
+    generation2 = LaxGeneration2
+    steps = LaxSteps
+
+    @workflow.run
+    async def run(self, inp: RunInput) -> RunResult:
+        return await super().run(inp)
+
+
 async def test_a_rules_change_that_flips_a_verdict_fails_replay() -> None:
     """L1 runs in the workflow, so what it decides is history: a rule change that lets the
-    drift through would make runs in flight diverge, and the saved lean history says so."""
+    drift through would make runs in flight diverge, and the saved histories say so."""
     lax = Replayer(
         workflows=[LaxRules],
         data_converter=pydantic_data_converter,
         workflow_runner=UnsandboxedWorkflowRunner(),
     )
-    lean = await lax.replay_workflow(load("2-lean-commit/rollback"), raise_on_replay_failure=False)
-    assert isinstance(lean.replay_failure, workflow.NondeterminismError)
+    for generation in GENERATIONS[1:]:  # since 2-lean-commit the rules run in the workflow
+        lean = await lax.replay_workflow(
+            load(f"{generation}/rollback"), raise_on_replay_failure=False
+        )
+        assert isinstance(lean.replay_failure, workflow.NondeterminismError), generation
     # Runs from before the patch recorded their rules' verdicts: the change cannot touch them.
     old = await lax.replay_workflow(load("1-local-rules/rollback"), raise_on_replay_failure=False)
     assert old.replay_failure is None

@@ -86,12 +86,14 @@ class Committed:
 
 
 class Steps:
+    verifier_class: type[Verifier] = Verifier
+
     def __init__(self, run: Run, budget: Budget, reviews: Reviews, saga: Saga) -> None:
         self.run = run
         self.budget = budget
         self.reviews = reviews
         self.saga = saga
-        self.verifier = Verifier(run, budget)
+        self.verifier = self.verifier_class(run, budget)
         self.breaker = Breaker(run)
         # on_fail: a reviewer's rejection with a hint grants one attempt past the budget
         self._granted: set[str] = set()

@@ -63,6 +63,11 @@ LEDGER_PATCH = "raftline-ledger"
 
 @workflow.defn(name=WORKFLOW_NAME)
 class VerifiedPipeline:
+    # The parts of the process, as classes a test can swap for a changed version (the
+    # replay tests show an unguarded change to either loop failing the saved histories).
+    generation2: type[Generation2] = Generation2
+    steps: type[Steps] = Steps
+
     def __init__(self) -> None:
         self._gen2: Generation2 | None = None
         self._run: Run | None = None
@@ -74,13 +79,13 @@ class VerifiedPipeline:
     @workflow.run
     async def run(self, inp: RunInput) -> RunResult:
         if not workflow.patched(LEDGER_PATCH):
-            self._gen2 = Generation2()
+            self._gen2 = self.generation2()
             return await self._gen2.run(inp)
         run = self._run = Run(inp)
         budget = Budget(run)
         saga = self._saga = Saga(run)
         reviews = self._reviews = Reviews(run)
-        steps = Steps(run, budget, reviews, saga)
+        steps = self.steps(run, budget, reviews, saga)
         run.index_start()
         try:
             if not run.ledger.runs:  # the first run of the chain (not a continuation)

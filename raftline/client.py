@@ -428,6 +428,10 @@ class RunHandle:
         except WorkflowUpdateFailedError as err:
             raise Refused(f"run {self.id}: {_update_reason(err)}") from None
         except RPCError as err:
+            if "already completed" in str(err):
+                raise Refused(
+                    f"run {self.id} has ended: it has no failed compensation to act on"
+                ) from None
             raise _rpc_error(self.id, err) from None
         return view
 

@@ -7,6 +7,7 @@ without a model: params decide. Register with `--activities tests.judges`.
 from __future__ import annotations
 
 from temporalio import activity
+from temporalio.exceptions import ApplicationError
 
 from raftline.models import ErrorClass, Usage, Verdict, VerifyInput
 
@@ -15,8 +16,11 @@ PROVIDER = "fakellm"
 
 @activity.defn(name="fake_judge")
 async def fake_judge(inp: VerifyInput) -> Verdict:
-    """params: confidence ({tier: float}), fail_attempts (step attempts to fail), name."""
+    """params: confidence ({tier: float}), fail_attempts (step attempts to fail), name,
+    down (tiers whose provider is down: the call fails)."""
     p = inp.params
+    if inp.tier in p.get("down", []):  # this tier's provider is down
+        raise ApplicationError("fakellm: server error (503)", type="ProviderRetryable")
     fail = inp.attempt in p.get("fail_attempts", [])
     confidence = float(p.get("confidence", {}).get(inp.tier, 0.9))
     return Verdict(
@@ -35,4 +39,10 @@ async def fake_judge(inp: VerifyInput) -> Verdict:
     )
 
 
-ACTIVITIES = [fake_judge]
+@activity.defn(name="down_judge")
+async def down_judge(inp: VerifyInput) -> Verdict:
+    """A judge whose provider is down: every call fails, retryably."""
+    raise ApplicationError("fakellm: server error (503)", type="ProviderRetryable")
+
+
+ACTIVITIES = [fake_judge, down_judge]

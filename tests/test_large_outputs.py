@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import AsyncIterator
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +28,7 @@ from raftline.storage import (
     external_storage_from_env,
     s3_driver,
 )
+from raftline.verifiers.rules import RULES_VERSION
 from raftline.worker import build_worker
 from raftline.workflows.pipeline import VerifiedPipeline
 from tests.conftest import spec
@@ -63,8 +66,23 @@ def pipeline() -> Any:
     )  # fmt: skip
 
 
+@pytest.fixture
+def cpu_hogs() -> Iterator[None]:
+    """Two processes that keep both cores busy: the worker's workflow tasks must still
+    yield in time (the L1 rules on a 10 MB output run outside the workflow task)."""
+    hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(2)]
+    try:
+        yield
+    finally:
+        for hog in hogs:
+            hog.kill()
+            hog.wait()
+
+
 @pytest.mark.parametrize("stored", ["plain", "encrypted"], indirect=True)
-async def test_ten_megabyte_output_runs_through(stored: RaftlineClient, tmp_path: Path) -> None:
+async def test_ten_megabyte_output_runs_through(
+    stored: RaftlineClient, tmp_path: Path, cpu_hogs: None
+) -> None:
     expected = big_text(10 * MB)
     digest = hashlib.sha256(expected.encode()).hexdigest()
     handle = await stored.start(pipeline(), Task(goal="archive the observations"))
@@ -76,10 +94,15 @@ async def test_ten_megabyte_output_runs_through(stored: RaftlineClient, tmp_path
     # The next step's activity got the full committed output, not a reference.
     assert f"draft has {len(expected)} characters, sha256 {digest}" in check.output
 
-    # History holds references only: far below Temporal's 2 MB payload limit.
+    # History holds references only: far below Temporal's 2 MB payload limit. No workflow
+    # task failed (the deadlock detector fires after 2 s without a yield).
     history = await stored.client.get_workflow_handle(handle.id).fetch_history()
     sizes = [len(e.SerializeToString()) for e in history.events]
     assert max(sizes) < 64 * 1024, max(sizes)
+    assert not [e for e in history.events if e.HasField("workflow_task_failed_event_attributes")]
+    # The L1 rules checked it in a local activity, named by their version.
+    verdict = next(e.verdict for e in result.trace if e.type == "verdict" and e.step == "draft")
+    assert verdict is not None and verdict.prompt_version == RULES_VERSION
     stored_files = [p for p in (tmp_path / "payloads").rglob("*") if p.is_file()]
     assert stored_files and max(p.stat().st_size for p in stored_files) > 10 * MB
     encrypted = stored.client.data_converter.payload_codec.encrypting  # type: ignore[union-attr]

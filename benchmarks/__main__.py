@@ -1,4 +1,4 @@
-"""python -m benchmarks reliability|overhead|chaos|rules [--json] ..."""
+"""python -m benchmarks reliability|overhead|chaos|rules|injection|scale [--json] ..."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from benchmarks import chaos, injection, overhead, reliability
+from benchmarks import chaos, injection, overhead, reliability, scale
 from benchmarks import rules as rules_bench
 from benchmarks import worker as bench_worker
 from benchmarks.common import configure_logging
@@ -21,6 +21,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         ("overhead", overhead, "raftline with L1 rules vs a plain Temporal workflow"),
         ("rules", rules_bench, "L1 rules on the labelled corpus (FP/FN rates); --speed"),
         ("injection", injection, "injection guard: catch and false-positive rates; speed"),
+        ("scale", scale, "long pipelines: time per step, carried state, bytes stored"),
     ]:
         sp = sub.add_parser(name, help=help_)
         sp.add_argument("--json", action="store_true", help="one JSON object on stdout")

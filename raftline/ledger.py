@@ -35,7 +35,9 @@ class Entry(BaseModel):
     sha256: str
     attempt: int
     at: datetime
-    key: str = Field(description="the idempotency key of the committed attempt")
+    key: str = Field(
+        default="", description="the committed attempt's idempotency key, when not derivable"
+    )
     parents: list[int] = Field(default_factory=list)
     # What the step saw, content-addressed: sha256 over its parents' (seq, sha256, seen),
     # so it names the whole causal past in 64 characters (see raftline.ledger.seen_id).
@@ -56,7 +58,7 @@ class Entry(BaseModel):
     def ref(self) -> CommittedRef:
         return CommittedRef(seq=self.seq, step=self.step, sha256=self.sha256)
 
-    def checkpoint(self, output: str | None = None) -> Checkpoint:
+    def checkpoint(self, output: str | None = None, key: str | None = None) -> Checkpoint:
         return Checkpoint(
             seq=self.seq,
             step=self.step,
@@ -74,7 +76,7 @@ class Entry(BaseModel):
             usage=self.usage,
             parents=self.parents,
             reused_from=self.reused_from,
-            key=self.key,
+            key=key or self.key or None,
         )
 
 

@@ -332,7 +332,7 @@ class Steps:
             sha256=done.sha256,
             attempt=done.attempt,
             at=workflow.now(),
-            key=done.key,
+            key="" if done.key == run.key(step.name, done.attempt) else done.key,
             parents=parents,
             seen=run.seen(step.name),
             tier=done.verdict.tier,
@@ -358,7 +358,7 @@ class Steps:
 
     def _facts(self, step: StepSpec, text: str) -> dict[str, Any] | None:
         """Extract now what later L1 checks of descendants need (the text is not kept)."""
-        keys = self.run.spec.fact_keys(step.name)
+        keys = self.run.graph.fact_keys(step.name)
         if keys is None:
             return None
         return extract_facts(step.name, text, keys).model_dump()
@@ -577,7 +577,7 @@ class Steps:
                 sha256=r.sha256,
                 attempt=r.attempt,
                 at=workflow.now(),
-                key=r.key,
+                key="",  # derivable: run.key(step, attempt, item)
                 tier=r.verdict.tier,
                 verifier=r.verdict.verifier,
                 degraded=r.verdict.degraded,

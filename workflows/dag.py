@@ -122,7 +122,13 @@ class Dag:
                 spec=run.spec,
                 task=run.task,
                 search_attributes=run.inp.search_attributes,
-                ledger=ledger.model_dump(mode="json", exclude_defaults=True),
+                # Compact: defaults and what the next run derives (each checkpoint's seen id)
+                # stay out, so the carry of a 1,000-step run stays well under 256 KiB.
+                ledger=ledger.model_dump(
+                    mode="json",
+                    exclude_defaults=True,
+                    exclude={"checkpoints": {"__all__": {"seen"}}},
+                ),
                 parent=run.inp.parent,
             )
         )

@@ -237,7 +237,10 @@ class VerifiedPipeline:
         if self._gen2 is not None:
             return self._gen2.checkpoints()
         assert self._run is not None
-        return [e.checkpoint(self._run.texts.get(e.sha256)) for e in self._run.ledger.checkpoints]
+        run = self._run
+        return [
+            e.checkpoint(run.texts.get(e.sha256), run.key_of(e)) for e in run.ledger.checkpoints
+        ]
 
     @workflow.query
     def trace(self, after: int = 0) -> list[TraceEvent]:

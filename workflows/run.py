@@ -33,7 +33,7 @@ from raftline.workflows.telemetry import count, decision_record
 
 # A step with more ancestors than this gets their refs from the run's `context` query
 # instead of inside its input: inputs stay small however long the pipeline.
-INLINE_REFS = 64
+INLINE_REFS = 32
 # A result carries its checkpoints' outputs up to this many characters in all; beyond,
 # by reference (RunHandle.result() fetches them from the store).
 RESULT_INLINE_CHARS = 256 * 1024
@@ -73,6 +73,10 @@ class Run:
         self.graph = self.spec.graph()
         self.steps = {s.name: s for s in self.spec.steps}
         self.entries = {e.step: e for e in self.ledger.checkpoints}
+        # The carry leaves out what the ledger can derive (see Dag._continue_as_new).
+        for e in self.ledger.checkpoints:
+            if not e.seen:
+                e.seen = seen_id([self.ledger.by_seq(p) for p in e.parents])
         self.failed_step: str | None = None
         self.ending: str | None = None  # set once the run cannot finish: nothing commits
         self.current: str | None = None  # the step last started, for the index
@@ -136,6 +140,10 @@ class Run:
         """Unique across runs that reuse a workflow id: the chain's first run id is in it."""
         base = f"{self.workflow_id}/{self.ledger.first_run_id}/{step}"
         return f"{base}/item-{item}/{attempt}" if item is not None else f"{base}/{attempt}"
+
+    def key_of(self, entry: Entry, item: int | None = None) -> str:
+        """The idempotency key of a committed attempt: stored only when not derivable."""
+        return entry.key or self.key(entry.step, entry.attempt, item)
 
     def check(self) -> None:
         """Called after every await that could have let the run end meanwhile."""
@@ -290,9 +298,9 @@ class Run:
             text = self.texts.get(e.sha256)
             if text is not None and len(text) <= budget:
                 budget -= len(text)
-                out.append(e.checkpoint(text))
+                out.append(e.checkpoint(text, self.key_of(e)))
             else:
-                out.append(e.checkpoint())
+                out.append(e.checkpoint(key=self.key_of(e)))
         return out
 
     def result(self, error: str | None = None, failed_step: str | None = None) -> RunResult:

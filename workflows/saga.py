@@ -112,7 +112,7 @@ class Saga:
                         spec,
                         step_name=entry.step,
                         attempt=child.attempt,
-                        key=child.key,
+                        key=self.run.key_of(child, child.seq),
                         sha256=child.sha256,
                         item=child.seq,
                         committed=True,
@@ -125,7 +125,7 @@ class Saga:
                 spec,
                 step_name=entry.step,
                 attempt=entry.attempt,
-                key=entry.key,
+                key=self.run.key_of(entry),
                 sha256=entry.sha256,
                 item=None,
                 committed=True,
@@ -241,11 +241,11 @@ class Saga:
         self._round += 1
         for outcome in list(reversed(self.failed())):
             key = outcome.idempotency_key or ""
-            entry = next((e for e in run.ledger.checkpoints if e.key == key), None)
+            entry = next((e for e in run.ledger.checkpoints if run.key_of(e) == key), None)
             item_entry = None
             if entry is None:  # a map item, inside its step's entry
                 for e in run.ledger.checkpoints:
-                    item_entry = next((c for c in e.children if c.key == key), None)
+                    item_entry = next((c for c in e.children if run.key_of(c, c.seq) == key), None)
                     if item_entry is not None:
                         entry = e
                         break

@@ -46,6 +46,7 @@ from raftline.history import (
     no_worker_message,
     status_from_history,
     unpolled_task_queues,
+    workflow_task_problem,
 )
 from raftline.models import (
     EventType,
@@ -468,12 +469,17 @@ class Follower:
             watch.cancel()
 
     async def _watch_queues(self) -> None:
+        problem: str | None = None
         while True:
             await asyncio.sleep(QUEUE_CHECK_S)
             try:
                 queues = await unpolled_task_queues(self.session.client.client, self.handle.id)
+                now = await workflow_task_problem(self.session.client.client, self.handle.id)
             except (RPCError, RaftlineError):
                 continue
+            if now and now != problem:
+                self.say(now)
+            problem = now
             for queue in queues:
                 if queue not in self.reported:
                     self.say(no_worker_message(queue))
@@ -627,6 +633,8 @@ def status_of_result(result: RunResult) -> dict[str, Any]:
         "status": result.status.value,
         "current_step": result.failed_step,
         "verified": f"{result.verified}/{result.steps_total}",
+        "degraded": result.degraded,
+        "skipped": result.skipped,
         "breaker": {"trips": result.breaker_trips},
         "checkpoints": [
             {"seq": c.seq, "step": c.step, "sha256": c.sha256, "attempt": c.attempt}
@@ -643,8 +651,27 @@ def status_of_view(st: StatusView) -> dict[str, Any]:
         "current_step": st.current_step,
         "attempt": st.attempt,
         "verified": f"{st.verified}/{st.steps_total}",
+        "degraded": st.degraded,
         "breaker": st.breaker.model_dump(),
         "checkpoints": [r.model_dump() for r in st.checkpoints],
+        "steps": [v.model_dump(exclude_none=True) for v in st.steps],
+        "reviews": [r.model_dump(mode="json", exclude={"output"}) for r in st.reviews],
+        "waiting": st.waiting,
+    }
+
+
+def status_of_attributes(workflow_id: str, desc: Any) -> dict[str, Any]:
+    """What the index says, when neither a query nor a replay can tell more."""
+    attrs = {p.key.name: p.value for p in desc.typed_search_attributes}
+    return {
+        "workflow_id": workflow_id,
+        "pipeline": attrs.get("RaftPipeline") or "",
+        "status": attrs.get("RaftStatus") or "running",
+        "current_step": attrs.get("RaftStep"),
+        "verified": "?",
+        "breaker": {},
+        "checkpoints": [],
+        "source": "from the index: the workflow task is failing",
     }
 
 
@@ -676,11 +703,19 @@ async def cmd_status(args: argparse.Namespace) -> int:
                 raise RunNotFound(f"no run with id {args.id!r}") from None
             raise RunUnavailable(f"run {args.id}: {err.message}") from None
         queues: list[str] = []
+        problem: str | None = None
         if desc.status == WorkflowExecutionStatus.RUNNING:
             queue = desc.raw_description.execution_config.task_queue.name or desc.task_queue
-            view = await live_status(session, args.id, queue)
+            problem = await workflow_task_problem(session.client.client, args.id)
+            try:
+                view = await live_status(session, args.id, queue)
+            except Exception:  # noqa: BLE001 - the code that fails the task fails a replay too
+                if problem is None:
+                    raise
+                view = status_of_attributes(args.id, desc)
             queues = await unpolled_task_queues(session.client.client, args.id)
             view["unpolled_task_queues"] = queues
+            view["problem"] = problem
         elif desc.status == WorkflowExecutionStatus.CANCELED:  # no result: its history tells
             view = status_of_view(await status_from_history(session.client.client, args.id))
         else:
@@ -691,12 +726,31 @@ async def cmd_status(args: argparse.Namespace) -> int:
             return 0
         source = view.get("source", "")
         mark = f" ({source})" if source.startswith("from history") else ""
+        degraded = (
+            f", {view['degraded']} DEGRADED (no judge verdict)" if view.get("degraded") else ""
+        )
         print(
             f"{view['workflow_id']} ({view['pipeline']}): {view['status']}, "
-            f"{view['verified']} verified{mark}"
+            f"{view['verified']} verified{degraded}{mark}"
         )
+        if problem:
+            print(problem)
         if view.get("current_step"):
             print(f"current step: {view['current_step']} attempt {view.get('attempt', '-')}")
+        steps = view.get("steps") or []
+        if len(steps) > 1 and any(s["state"] not in ("verified", "waiting") for s in steps):
+            for st in steps:
+                extra = f" items {st['items']}" if st.get("items") else ""
+                flag = " DEGRADED" if st.get("degraded") else ""
+                print(f"  {st['name']:<20} {st['state']}{extra}{flag}")
+        for review in view.get("reviews") or []:
+            print(
+                f"review pending: {review['step']} attempt {review['attempt']} "
+                f"({review['why']}), deadline {review['deadline']}: raftline approve|reject|edit "
+                f"{view['workflow_id']} {review['step']}"
+            )
+        if view.get("waiting"):
+            print(f"waiting: {view['waiting']}")
         breaker = view["breaker"]
         print("breaker: " + ", ".join(f"{k} {v}" for k, v in breaker.items()))
         for c in view["checkpoints"]:
@@ -753,9 +807,10 @@ async def cmd_list(args: argparse.Namespace) -> int:
         if not rows:
             print("no runs" + (f" with status {args.status}" if args.status else ""))
         for r in rows:
+            problem = "  WORKFLOW TASK FAILING" if r["problems"] else ""
             print(
-                f"{r['workflow_id']:<40} {r['status']:<13} {r['pipeline'] or '':<20} "
-                f"step={r['step'] or '-'} rollbacks={r['rollbacks']} {r['started']}"
+                f"{r['workflow_id']:<40} {r['status']:<15} {r['pipeline'] or '':<20} "
+                f"step={r['step'] or '-'} rollbacks={r['rollbacks']} {r['started']}{problem}"
             )
         return 0
 

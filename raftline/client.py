@@ -553,6 +553,9 @@ class RaftlineClient:
                     "step": _attr(attrs, "RaftStep"),
                     "rollbacks": _attr(attrs, "RaftRollbacks") or 0,
                     "started": wf.start_time.isoformat() if wf.start_time else None,
+                    "fork_of": _attr(attrs, "RaftForkOf"),
+                    # The server's own mark of a run whose workflow task keeps failing.
+                    "problems": list(_attr(attrs, "TemporalReportedProblems") or []),
                 }
             )
         return rows

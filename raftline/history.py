@@ -262,3 +262,42 @@ def no_worker_message(queue: str) -> str:
     return (
         f"no worker polls task queue {queue}: start one with raftline-worker --task-queue {queue}"
     )
+
+
+# ---------------------------------------------------------------- a failing workflow task
+
+
+async def workflow_task_problem(client: Client, workflow_id: str) -> str | None:
+    """Why the run's workflow task keeps failing ("workflow task failing: ..."), or None.
+
+    A workflow task that fails is retried by the server for ever, silently: the run stays
+    running and nothing moves. The pending task's attempt count says it is failing; the
+    last WorkflowTaskFailed event in the history says why.
+    """
+    handle = client.get_workflow_handle(workflow_id)
+    try:
+        desc = await handle.describe()
+    except RPCError as err:
+        if err.status == RPCStatusCode.NOT_FOUND:
+            raise RunNotFound(f"no run with id {workflow_id!r}") from None
+        raise RunUnavailable(f"run {workflow_id}: {err.message}") from None
+    pending = desc.raw_description.pending_workflow_task
+    if desc.raw_description.HasField("pending_workflow_task") and pending.attempt <= 1:
+        return None
+    if not desc.raw_description.HasField("pending_workflow_task"):
+        return None
+    request = GetWorkflowExecutionHistoryReverseRequest(
+        namespace=client.namespace,
+        execution=WorkflowExecution(workflow_id=workflow_id, run_id=desc.run_id),
+        maximum_page_size=50,
+    )
+    response = await client.workflow_service.get_workflow_execution_history_reverse(request)
+    for event in response.history.events:
+        if event.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_FAILED:
+            failure = event.workflow_task_failed_event_attributes.failure
+            message = failure.message.splitlines()[0] if failure.message else "unknown error"
+            return (
+                f"workflow task failing (attempt {pending.attempt}): {message}; the run is "
+                "stuck until the workflow code is fixed or the worker is replaced"
+            )
+    return f"workflow task failing (attempt {pending.attempt})"

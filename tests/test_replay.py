@@ -35,8 +35,14 @@ from raftline.workflows.verify import Verifier
 
 HISTORIES = Path(__file__).resolve().parent / "histories"
 SCENARIOS = ["clean", "rollback", "judged", "compensation", "breaker", "cancel"]
-GENERATIONS = ["1-local-rules", "2-lean-commit"]
-SAVED = [f"{g}/{s}" for g in GENERATIONS for s in SCENARIOS]
+# Each generation's representative runs. 2-lean-commit/continue_as_new is the middle run
+# of a chain: it resumed from the generation-2 carry and handed one on.
+BY_GENERATION = {
+    "1-local-rules": SCENARIOS,
+    "2-lean-commit": [*SCENARIOS, "continue_as_new"],
+}
+GENERATIONS = list(BY_GENERATION)
+SAVED = [f"{g}/{s}" for g, names in BY_GENERATION.items() for s in names]
 
 
 def load(name: str) -> WorkflowHistory:

@@ -17,7 +17,7 @@ import signal
 import sys
 import textwrap
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import timedelta
 from importlib.resources import files
 from pathlib import Path
@@ -29,10 +29,12 @@ from temporalio.exceptions import CancelledError as TemporalCancelled
 from temporalio.service import RPCError, RPCStatusCode
 from temporalio.worker import Replayer
 
+from raftline import cli_runs
 from raftline.activities.registry import ModuleError, activity_name, check_spec, collect
 from raftline.client import (
     ConfigError,
     RaftlineError,
+    Refused,
     RunExists,
     RunHandle,
     RunNotFound,
@@ -73,6 +75,11 @@ DEMO_INPUTS = {
 STATUS_QUERY_TIMEOUT = timedelta(seconds=1)
 # How often the live view asks whether the run waits on a task queue nobody polls.
 QUEUE_CHECK_S = 3.0
+
+
+# Another way to start a run than client.start (a fork): given the session and whether
+# to run an in-process worker, the coroutine that starts it and the line that names it.
+Starter = Callable[["Session", bool], tuple[Awaitable["RunHandle"], str]]
 
 
 class UsageError(Exception):
@@ -310,7 +317,8 @@ def short(text: str | None, width: int = 90) -> str:
 
 def describe_event(e: TraceEvent) -> str:
     """One line per protocol event, for the live view and the trace."""
-    step = f"{e.step:<14}" if e.step else " " * 14
+    name = f"{e.step}[{e.item}]" if e.step and e.item is not None else e.step
+    step = f"{name:<14}" if name else " " * 14
     v = e.verdict
     by = ""
     if v is not None:
@@ -326,6 +334,7 @@ def describe_event(e: TraceEvent) -> str:
         case EventType.RUN_STARTED:
             return f"run started: {e.message}"
         case EventType.STEP_STARTED:
+            # Its direct needs' checkpoints (and, through them, everything upstream).
             seen = ",".join(f"#{r.seq}" for r in e.inputs) or "none"
             return f"{step} attempt {e.attempt}: started (sees checkpoints {seen})"
         case EventType.OUTPUT:
@@ -338,7 +347,24 @@ def describe_event(e: TraceEvent) -> str:
         case EventType.STEP_ERROR:
             return f"{step} attempt {e.attempt}: STEP_ERROR {short(e.message, 80)}"
         case EventType.COMMITTED:
-            return f"{step} attempt {e.attempt}: committed checkpoint #{e.checkpoint_seq}"
+            line = f"{step} attempt {e.attempt}: committed checkpoint #{e.checkpoint_seq}"
+            if e.verdict is not None and e.verdict.degraded:
+                line += " DEGRADED (no judge verdict: on_judge_unavailable: degrade)"
+            return line
+        case EventType.JUDGE_UNAVAILABLE:
+            return f"{step} attempt {e.attempt}: NO VERDICT: {short(e.message, 120)}"
+        case EventType.REUSED:
+            return f"{step} reused: {e.message}"
+        case EventType.SKIPPED:
+            return f"{step} skipped: {e.message}"
+        case EventType.REVIEW_PENDING:
+            return f"{step} attempt {e.attempt}: REVIEW PENDING: {e.message}"
+        case EventType.REVIEW_DECIDED:
+            return f"{step} attempt {e.attempt}: review {e.message}"
+        case EventType.ATTENTION_NEEDED:
+            return f"NEEDS ATTENTION: {e.message}"
+        case EventType.ATTENTION_RESOLVED:
+            return f"attention: {e.message}"
         case EventType.ROLLED_BACK:
             return f"{step} attempt {e.attempt}: rolled back to checkpoint #{e.checkpoint_seq}"
         case EventType.RETRY:
@@ -353,6 +379,8 @@ def describe_event(e: TraceEvent) -> str:
         case EventType.BUDGET_EXCEEDED:
             return f"{step} budget exceeded: {e.message}"
         case EventType.COMPENSATION_STARTED:
+            if e.checkpoint_seq is None:
+                return f"{step} compensating rolled-back attempt {e.attempt} with {e.message}"
             return f"{step} compensating checkpoint #{e.checkpoint_seq} with {e.message}"
         case EventType.COMPENSATED:
             return f"{step} compensated ({e.message})"
@@ -558,23 +586,35 @@ async def cancel_interrupted(
 
 
 async def start_and_follow(
-    args: argparse.Namespace, spec: PipelineSpec, task: Task, embed: bool = True
+    args: argparse.Namespace,
+    spec: PipelineSpec | None,
+    task: Task | None,
+    embed: bool = True,
+    starter: Starter | None = None,
 ) -> int:
+    """Start a run (`starter`: another way to start one, e.g. a fork, given the session;
+    it starts the worker itself once it knows the pipeline) and follow it to its end."""
     # An in-process worker unless detached or told not to: extra workers on a queue are
     # harmless, and asking the server whether one polls is unreliable after a crash.
     want_worker = not (args.detach or args.no_worker)
-    workflow_id = args.id or f"{spec.name}-{uuid.uuid4().hex[:8]}"
     async with open_session(
         args,
         embed=not args.detach and embed,
-        worker=want_worker,
-        modules=[*args.activities, *spec.modules],
+        worker=want_worker and starter is None,
+        modules=[*args.activities, *(spec.modules if spec else [])],
     ) as session:
+        if starter is None:
+            assert spec is not None and task is not None
+            workflow_id = args.id or f"{spec.name}-{uuid.uuid4().hex[:8]}"
+            start = session.client.start(spec, task, id=workflow_id)
+            title = f"run {{id}} of {spec.name}: {task.goal}"
+        else:
+            start, title = starter(session, want_worker)
         if args.detach and await session.no_workers():
             progress(f"note: {no_worker_message(session.client.task_queue)}, or the run waits")
         # Started whatever happens next: a signal during the call waits for it, so the
         # run it may have created is known (and canceled).
-        starting = asyncio.ensure_future(session.client.start(spec, task, id=workflow_id))
+        starting = asyncio.ensure_future(start)
         try:
             handle = await asyncio.shield(starting)
             interrupted = False
@@ -594,7 +634,7 @@ async def start_and_follow(
         if interrupted:
             return await cancel_interrupted(handle, follower, args, ui)
         if not args.json:
-            print(f"run {handle.id} of {spec.name}: {task.goal}")
+            print(title.format(id=handle.id))
         try:
             result = await follower.run()
         except asyncio.CancelledError:
@@ -984,6 +1024,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="Web UI origin allowed to call (repeatable; default $RAFTLINE_CODEC_CORS or "
         "http://localhost:8233 and http://localhost:8080)",
     )
+    # Commands that act on runs already started: reviews, operators, forks (cli_runs.py).
+    COMMANDS.update(cli_runs.add_parsers(sub, run_id))
     return p
 
 
@@ -1023,6 +1065,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         UsageError,
         RunNotFound,
         RunExists,
+        Refused,
         ModuleError,
         ConfigError,
         DecryptionError,

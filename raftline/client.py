@@ -669,9 +669,12 @@ def _os_user() -> str:
 
 
 def _update_reason(err: WorkflowUpdateFailedError) -> str:
+    """The validator's own words: its one-line message, without the exception's type."""
     cause = err.cause
     while cause is not None and getattr(cause, "cause", None) is not None:
         cause = cause.cause
+    if isinstance(cause, ApplicationError) and cause.message:
+        return cause.message.splitlines()[0]
     text = str(cause or err)
     return text.splitlines()[0] if text else "refused"
 

@@ -147,14 +147,13 @@ class Saga:
         run = self.run
         step = spec.step(step_name)
         assert step.compensation is not None
-        what = "checkpoint" if committed else "rolled-back attempt"
         run.event(
             EventType.COMPENSATION_STARTED,
             step_name,
             attempt,
-            checkpoint_seq=checkpoint_seq,
+            checkpoint_seq=checkpoint_seq,  # None: an attempt that was never committed
             item=item,
-            message=f"{step.compensation} ({what})",
+            message=step.compensation,
         )
         suffix = f"-i{item}" if item is not None else ""
         try:

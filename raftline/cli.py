@@ -60,7 +60,7 @@ from raftline.models import (
     Task,
     TraceEvent,
 )
-from raftline.session import CANCEL_WAIT_S, Session, connect_settings
+from raftline.sessions import CANCEL_WAIT_S, Session, connect_settings
 from raftline.settings import raftline_home
 from raftline.workflows.pipeline import VerifiedPipeline
 

@@ -35,7 +35,7 @@ from raftline.models import (
     describe_validation_error,
 )
 from raftline.pipelines import Pipeline, as_pipeline
-from raftline.session import CANCEL_WAIT_S, Session
+from raftline.sessions import CANCEL_WAIT_S, Session
 from raftline.settings import task_queue
 
 PipelineLike = Pipeline | PipelineSpec | str | Path

@@ -227,7 +227,7 @@ async def serve(args: argparse.Namespace) -> int:
         # The settings, the address and the namespace first: each is one line, not a
         # traceback from the first poll (raftline/session.py).
         from raftline.embedded import split_address
-        from raftline.session import check_namespace, connect_settings
+        from raftline.sessions import check_namespace, connect_settings
 
         address = str(connect_settings(args.address)["target_host"])
         split_address(address)

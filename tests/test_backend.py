@@ -128,3 +128,47 @@ async def test_inline_spec_and_clear_errors(service: httpx.AsyncClient) -> None:
     assert (await service.get("/runs/no-such-run/events")).status_code == 404
     resp = await service.get(f"/runs/{run_id}/events", headers={"Last-Event-ID": "x"})
     assert resp.status_code == 400
+
+
+async def test_reviews_over_http(service: httpx.AsyncClient) -> None:
+    spec = {
+        "name": "reviewed",
+        "steps": [
+            {"name": "memo", "goal": "memo", "params": {"text": "Recommendation: go."},
+             "checks": {"required": ["Recommendation"]},
+             "review": {"when": "always", "reviewers": ["board"]}},
+        ],
+    }  # fmt: skip
+    run_id = await start(service, pipeline=spec, goal="decide")
+    pending: list[dict[str, Any]] = []
+    for _ in range(100):
+        pending = [r for r in (await service.get("/reviews")).json()["reviews"]
+                   if r["workflow_id"] == run_id]  # fmt: skip
+        if pending:
+            break
+        await asyncio.sleep(0.1)
+    [review] = pending
+    assert (review["step"], review["why"], review["output"]) == (
+        "memo",
+        "always",
+        "Recommendation: go.",
+    )
+    bad = await service.post(
+        f"/runs/{run_id}/reviews/memo", json={"decision": "edit", "output": "Go."}
+    )
+    assert bad.status_code == 409 and "fails the step's L1 rules" in bad.json()["detail"]
+    url = f"/runs/{run_id}/reviews/memo"
+    first = await service.post(url, json={"decision": "approve", "by": "ana", "note": "ok"})
+    assert first.status_code == 200, first.text
+    assert first.json()["decision"] == "approve" and first.json()["by"] == "ana"
+    again = await service.post(url, json={"decision": "approve", "by": "ana", "note": "ok"})
+    assert again.status_code == 200 and again.json()["repeated"] is True
+    other = await service.post(url, json={"decision": "reject", "hint": "no", "by": "ben"})
+    assert other.status_code == 409 and "already decided" in other.json()["detail"]
+    *events, summary = await frames(service, f"/runs/{run_id}/events")
+    kinds = [f["event"] for f in events]
+    assert kinds.index("review_pending") < kinds.index("review_decided") < kinds.index("committed")
+    assert summary["data"]["status"] == "completed"
+    assert (
+        await service.post("/runs/no-such/reviews/x", json={"decision": "approve"})
+    ).status_code == 404

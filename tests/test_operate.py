@@ -32,7 +32,7 @@ from raftline.client import RaftlineClient
 from raftline.embedded import EmbeddedServer, free_port, port_open
 from raftline.history import _activity_queues, status_from_history, unpolled_task_queues
 from raftline.models import CompensationInput, PipelineSpec, RunStatus, SpecError, Task
-from raftline.session import HEARTBEAT_THROTTLE
+from raftline.sessions import HEARTBEAT_THROTTLE
 from raftline.worker import build_worker
 from tests.conftest import PYTHON, ROOT, cli_env, spec
 

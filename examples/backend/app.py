@@ -12,6 +12,11 @@
     GET  /runs/{id}           {"running": true, "progress": ...} or {"running": false,
                               "summary": ..., "result": ...}
     GET  /pipelines           the pipelines offered by name
+    GET  /reviews             pending human reviews across runs
+    POST /runs/{id}/reviews/{step}
+                              {"decision": "approve"|"reject"|"edit", "by", "note", "hint",
+                              "error_class", "output", "item", "attempt"} -> the recorded
+                              outcome (a resend returns it again); 409 when refused
 
 It connects with the usual settings (TEMPORAL_ADDRESS, ... through envconfig); when
 nothing answers at a local address it starts the embedded server. An in-process worker
@@ -27,7 +32,7 @@ import json
 import os
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import FastAPI, Header, HTTPException, Query, Request
 from fastapi.responses import JSONResponse, StreamingResponse
@@ -47,7 +52,7 @@ from raftline import (
     TraceEvent,
 )
 from raftline.activities.registry import activity_name, collect
-from raftline.client import ConfigError, RunExists
+from raftline.client import ConfigError, Refused, RunExists
 
 EXAMPLES = Path(__file__).resolve().parent.parent
 
@@ -59,6 +64,21 @@ class RunRequest(BaseModel):
     goal: str
     inputs: dict[str, str] = Field(default_factory=dict)
     id: str | None = Field(default=None, description="workflow id; default: name-random")
+
+
+class DecisionRequest(BaseModel):
+    """A reviewer's decision on a pending review (the review events are in the SSE stream)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    decision: Literal["approve", "reject", "edit"]
+    by: str | None = None
+    note: str | None = None
+    hint: str | None = None
+    error_class: str | None = None
+    output: str | None = None
+    item: int | None = None
+    attempt: int | None = None
 
 
 def yaml_pipelines() -> dict[str, Pipeline]:
@@ -117,7 +137,7 @@ def create_app(
         code = 503
         if isinstance(exc, RunNotFound):
             code = 404
-        elif isinstance(exc, RunExists):
+        elif isinstance(exc, RunExists | Refused):
             code = 409
         elif isinstance(exc, ConfigError):
             code = 500
@@ -175,6 +195,27 @@ def create_app(
             "summary": result.summary(_ui_url(run_id)),
             "result": result.model_dump(mode="json", exclude={"trace"}),
         }
+
+    @app.get("/reviews")
+    async def list_reviews(request: Request) -> dict[str, Any]:
+        found = await client_of(request).pending_reviews()
+        return {"reviews": [r.model_dump(mode="json") for r in found]}
+
+    @app.post("/runs/{run_id}/reviews/{step}")
+    async def decide(
+        run_id: str, step: str, body: DecisionRequest, request: Request
+    ) -> dict[str, Any]:
+        handle = client_of(request).get(run_id)
+        where = {"by": body.by, "item": body.item, "attempt": body.attempt}
+        if body.decision == "approve":
+            outcome = await handle.approve(step, note=body.note, **where)
+        elif body.decision == "reject":
+            outcome = await handle.reject(step, body.hint, error_class=body.error_class, **where)
+        else:
+            if not body.output:
+                raise HTTPException(422, "an edit needs the replacement `output`")
+            outcome = await handle.edit(step, body.output, note=body.note, **where)
+        return outcome.model_dump(mode="json")
 
     @app.get("/runs/{run_id}/events")
     async def run_events(

@@ -12,9 +12,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import sys
 import time
-import types
 from collections.abc import Callable, Sequence
 from contextlib import AsyncExitStack
 from datetime import timedelta
@@ -257,16 +255,3 @@ class Session:
         if ui.ui_port and port_open(host, ui.ui_port):
             return f"http://localhost:{ui.ui_port}"
         return None
-
-
-# `raftline.session(...)` is the public context manager (raftline/local.py). Importing this
-# module binds the package attribute `raftline.session` to the module, whichever of the two
-# came first: a call on the module is that call, so both spellings keep working.
-class _CallableModule(types.ModuleType):
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        from raftline.local import session
-
-        return session(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule

@@ -1,4 +1,4 @@
-"""python -m benchmarks reliability|overhead|chaos|rules|injection|scale [--json] ..."""
+"""python -m benchmarks reliability|overhead|chaos|rules|injection|scale|fanout [--json] ..."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from benchmarks import chaos, injection, overhead, reliability, scale
+from benchmarks import chaos, fanout, injection, overhead, reliability, scale
 from benchmarks import rules as rules_bench
 from benchmarks import worker as bench_worker
 from benchmarks.common import configure_logging
@@ -22,6 +22,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         ("rules", rules_bench, "L1 rules on the labelled corpus (FP/FN rates); --speed"),
         ("injection", injection, "injection guard: catch and false-positive rates; speed"),
         ("scale", scale, "long pipelines: time per step, carried state, bytes stored"),
+        ("fanout", fanout, "parallel branches and a map: do they overlap"),
     ]:
         sp = sub.add_parser(name, help=help_)
         sp.add_argument("--json", action="store_true", help="one JSON object on stdout")

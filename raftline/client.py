@@ -486,6 +486,7 @@ class RaftlineClient:
         Task, a goal or a mapping. Raises SpecError for a bad task or pipeline, RunExists
         when a run with this id is still running (a closed one's id may be reused)."""
         spec, task = _spec_of(pipeline), _task_of(task)
+        spec.check_conditions(f"pipeline {spec.name!r}", task.inputs)
         if self._search_attributes is None:
             self._search_attributes = await ensure_search_attributes(self.client)
         workflow_id = id or f"{spec.name}-{uuid.uuid4().hex[:8]}"

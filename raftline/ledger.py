@@ -91,6 +91,7 @@ class Counters(BaseModel):
     rollbacks: int = 0
     retries: int = 0
     verdicts: int = 0
+    passed: int = 0  # verdicts that passed (map items and sub-pipelines included)
     degraded: int = 0  # checkpoints committed without a judge's verdict
     reused: int = 0  # checkpoints a fork took over
 

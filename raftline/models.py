@@ -496,10 +496,14 @@ class RunResult(BaseModel):
     # Earlier runs' trace events (continue-as-new): the client reads them from the store.
     trace_archive: list[TraceSlice] = Field(default_factory=list)
 
+    passed_verdicts: int | None = None
+
     @property
     def reliability(self) -> float:
         """Share of verdicts that passed: 1.0 means every attempt was right first time."""
-        passed = self.verified + self.degraded - self.reused
+        passed = self.passed_verdicts
+        if passed is None:  # a run from before 0.2: one passing verdict per commit
+            passed = self.verified + self.degraded - self.reused
         return round(passed / self.verdicts, 4) if self.verdicts else 0.0
 
     def summary(self, ui_url: str | None = None) -> dict[str, Any]:

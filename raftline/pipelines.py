@@ -24,11 +24,14 @@ from raftline.activities.registry import ModuleError, activity_name, check_spec,
 from raftline.models import (
     Checks,
     Criticality,
+    MapSpec,
     PipelineSpec,
     Policy,
+    ReviewSpec,
     SpecError,
     VerifierSpec,
 )
+from raftline.spec import REGISTERED
 from raftline.steps import (
     compensation_activity,
     default_name,
@@ -70,6 +73,13 @@ class Step:
         verifier: VerifierSpec | dict[str, Any] | None = None,
         compensation: str | Callable[..., Any] | None = None,
         compensation_params: dict[str, Any] | None = None,
+        needs: Sequence[str] | None = None,
+        map: MapSpec | dict[str, Any] | None = None,  # noqa: A002 - the YAML key
+        when: str | None = None,
+        pipeline: Pipeline | PipelineSpec | str | None = None,
+        review: ReviewSpec | dict[str, Any] | None = None,
+        on_judge_unavailable: Literal["fail", "degrade"] | None = None,
+        judge_wait_s: float | None = None,
     ) -> None:
         if callable(step) and not isinstance(step, str):
             if activity is not None:
@@ -91,6 +101,8 @@ class Step:
         self.goal = goal
         self.run = run
         self.compensation = compensation
+        # A code sub-pipeline's functions must be served by the same worker.
+        self.children: list[Callable[..., Any]] = list(getattr(pipeline, "activities", []))
         self.options: dict[str, Any] = {
             k: _plain(v)
             for k, v in {
@@ -104,6 +116,13 @@ class Step:
                 "task_queue": task_queue,
                 "verifier": verifier,
                 "compensation_params": compensation_params,
+                "needs": list(needs) if needs is not None else None,
+                "map": map,
+                "when": when,
+                "review": review,
+                "on_judge_unavailable": on_judge_unavailable,
+                "judge_wait_s": judge_wait_s,
+                **_sub_pipeline(pipeline),
             }.items()
             if v is not None
         }
@@ -111,6 +130,16 @@ class Step:
     def __repr__(self) -> str:
         run = self.run if isinstance(self.run, str) else _fn_name(self.run)
         return f"Step({self.name!r}, {self.goal!r}, activity={run!r})"
+
+
+def _sub_pipeline(pipeline: Any) -> dict[str, Any]:
+    """`pipeline=`: another Pipeline (or spec) run as a child, or a YAML path / a name."""
+    if pipeline is None:
+        return {}
+    spec = getattr(pipeline, "spec", pipeline)
+    if isinstance(spec, PipelineSpec):
+        return {"pipeline": spec.name, "pipeline_spec": spec.model_dump()}
+    return {"pipeline": str(pipeline)}
 
 
 def _fn_name(fn: Callable[..., Any]) -> str:
@@ -162,6 +191,9 @@ class Pipeline:
                 )
             entry.update(step.options)
             data_steps.append(entry)
+            for child in step.children:
+                if activity_name(child) not in {activity_name(a) for a in self.activities}:
+                    self.activities.append(child)
         data: dict[str, Any] = {"name": name, "steps": data_steps}
         if description:
             data["description"] = description
@@ -169,7 +201,8 @@ class Pipeline:
             data["modules"] = list(modules)
         if policy is not None:
             data["policy"] = _plain(policy)
-        self.spec = PipelineSpec.parse(data, source)
+        self.spec = PipelineSpec.parse(data, source).resolve(Path.cwd(), source)
+        REGISTERED[self.spec.name] = self.spec  # a YAML step's `pipeline: NAME` finds it
 
     def _activity(
         self,

@@ -436,9 +436,32 @@ class PipelineSpec(Compact):
     @classmethod
     def parse(cls, data: dict[str, Any], source: str = "pipeline") -> PipelineSpec:
         try:
-            return cls.model_validate(data)
+            spec = cls.model_validate(data)
         except ValidationError as exc:
             raise SpecError(f"{source}: {describe_validation_error(exc, data)}") from None
+        spec.check_conditions(source)
+        return spec
+
+    def check_conditions(
+        self, source: str = "pipeline", inputs: Iterable[str] | None = None
+    ) -> None:
+        """Every `when` parses and reads only the step's ancestors (and, given the task's
+        input names, only inputs that exist): SpecError naming the step otherwise. Not a
+        model validator: the workflow decodes specs too, and needs no CEL parser."""
+        steps = [(i, s) for i, s in enumerate(self.steps) if s.when is not None]
+        if not steps:
+            return
+        from raftline.expressions import ExpressionError, check
+
+        graph = self.graph()
+        for i, step in steps:
+            assert step.when is not None
+            try:
+                check(
+                    step.when, graph.ancestors(step.name), None if inputs is None else set(inputs)
+                )
+            except ExpressionError as exc:
+                raise SpecError(f"{source}: steps[{i}]({step.name}).when: {exc}") from None
 
     def resolve(
         self, base: Path, source: str = "pipeline", _within: tuple[str, ...] = ()

@@ -256,6 +256,7 @@ class Steps:
         run.event(EventType.OUTPUT, step.name, attempt, item=item, sha256=digest)
         judged = await self.verifier.verify(step, output, attempt, item)
         run.ledger.counters.verdicts += 1
+        run.ledger.counters.passed += judged.verdict.passed
         run.event(
             EventType.VERDICT,
             step.name,
@@ -684,6 +685,7 @@ class Steps:
             output = StepOutput(text=text, usage=Usage())
             judged = await self.verifier.verify(step, output, attempt)
             run.ledger.counters.verdicts += 1
+            run.ledger.counters.passed += judged.verdict.passed
             run.event(EventType.VERDICT, step.name, attempt, verdict=judged.verdict)
             if judged.verdict.passed:
                 self.commit(

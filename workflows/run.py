@@ -316,6 +316,7 @@ class Run:
             rollbacks=self.ledger.counters.rollbacks,
             retries=self.ledger.counters.retries,
             verdicts=self.ledger.counters.verdicts,
+            passed_verdicts=self.ledger.counters.passed,
             breaker_trips=self.ledger.breaker.trips,
             compensations=self.ledger.compensations,
             checkpoints=self._checkpoints(),

@@ -21,11 +21,12 @@ import sys
 import tempfile
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
-# The commit loop of today's code: L1 rules in the workflow, RaftStep on status changes.
-CURRENT = HERE / "2-lean-commit"
+# The commit loop of today's code: the ledger engine (patch raftline-ledger).
+CURRENT = HERE / "3-ledger"
 sys.path.insert(0, str(ROOT))
 
 from temporalio.client import Client  # noqa: E402
@@ -152,6 +153,79 @@ def cancel() -> PipelineSpec:
     )
 
 
+def dag() -> PipelineSpec:
+    """Parallel branches, a routed step (one skipped), and a map whose item 1 retries."""
+    return spec(
+        [
+            {"name": "market", "goal": "market", "needs": [], "params": {"text": "Oslo."}},
+            {"name": "finance", "goal": "finance", "needs": [], "params": {"text": "EUR."}},
+            {"name": "topics", "goal": "topics", "needs": ["market", "finance"],
+             "format": "json", "params": {"text": '["a", "b"]'}},
+            {"name": "escalate", "goal": "escalate", "needs": ["topics"],
+             "when": "size(topics) == 2"},
+            {"name": "proceed", "goal": "proceed", "needs": ["topics"],
+             "when": "size(topics) == 3"},
+            {"name": "sections", "goal": "sections", "needs": ["topics"],
+             "map": {"over": "topics", "max_concurrency": 2}, "checks": {"topic": ["Part"]},
+             "params": {"text": "Part {item_index}.", "item_faults": {1: {0: "GOAL_DRIFT"}}}},
+        ]
+    )  # fmt: skip
+
+
+def review() -> PipelineSpec:
+    """A step that waits for a human before it runs, approved by an update."""
+    return spec(
+        [
+            {"name": "quote", "goal": "quote"},
+            {"name": "payout", "goal": "payout", "review": {"when": "before"},
+             "compensation": "record_undo", "compensation_params": UNDO_PARAMS},
+        ]
+    )  # fmt: skip
+
+
+def judge_down() -> PipelineSpec:
+    """A judge that is down: one step waits (durable sleeps) then the run fails closed;
+    the other opted into degrade and commits flagged."""
+    judge = {"judge": {"activity": "down_judge"}}
+    return spec(
+        [
+            {"name": "memo", "goal": "memo", "criticality": "MEDIUM", "verifier": judge,
+             "on_judge_unavailable": "degrade"},
+            {"name": "final", "goal": "final", "criticality": "MEDIUM", "verifier": judge,
+             "judge_wait_s": 3},
+        ]
+    )  # fmt: skip
+
+
+def attention() -> PipelineSpec:
+    """A compensation fails for good: needs_attention, then an operator resolves it."""
+    return spec(
+        [
+            {"name": "pay", "goal": "pay", "compensation": "record_undo",
+             "compensation_params": {**UNDO_PARAMS, "fail": True}},
+            {"name": "boom", "goal": "boom", "params": {"faults": {0: "RAISE_FATAL"}}},
+        ]
+    )  # fmt: skip
+
+
+def chain() -> PipelineSpec:
+    """Long enough to continue as new twice: the middle run is the saved one."""
+    steps = [{"name": f"s{i}", "goal": f"step {i}", "params": {"text": f"R{i}."}} for i in range(6)]
+    return spec(steps, continue_as_new_after_steps=2)
+
+
+def subpipeline() -> PipelineSpec:
+    child = PipelineSpec.model_validate(
+        {"name": "legal", "steps": [{"name": "review", "goal": "review"}]}
+    )
+    return spec(
+        [
+            {"name": "draft", "goal": "draft"},
+            {"name": "legal", "goal": "legal", "pipeline": "legal", "pipeline_spec": child},
+        ]
+    )
+
+
 async def run_to_end(rc: RaftlineClient, name: str, pipeline: PipelineSpec) -> RunStatus:
     return (await rc.run(pipeline, TASK, id=f"history-{name}")).status
 
@@ -167,6 +241,42 @@ async def cancel_mid_run(rc: RaftlineClient, name: str, pipeline: PipelineSpec) 
     return (await handle.result()).status
 
 
+async def until(check: Callable[[], Awaitable[bool]]) -> None:
+    for _ in range(300):
+        if await check():
+            return
+        await asyncio.sleep(0.1)
+    raise SystemExit("the run never got there")
+
+
+async def approve_review(rc: RaftlineClient, name: str, pipeline: PipelineSpec) -> RunStatus:
+    handle = await rc.start(pipeline, TASK, id=f"history-{name}")
+
+    async def waits() -> bool:
+        return bool(await handle.reviews())
+
+    await until(waits)
+    await handle.approve("payout", note="checked", by="ana")
+    return (await handle.result()).status
+
+
+async def resolve_attention(rc: RaftlineClient, name: str, pipeline: PipelineSpec) -> RunStatus:
+    handle = await rc.start(pipeline, TASK, id=f"history-{name}")
+
+    async def stuck() -> bool:
+        return (await handle.status()).status is RunStatus.NEEDS_ATTENTION
+
+    await until(stuck)
+    await handle.compensations(resolve="undone by hand", by="ops")
+    return (await handle.result()).status
+
+
+async def fork_of_clean(rc: RaftlineClient, name: str, pipeline: PipelineSpec) -> RunStatus:
+    source = await rc.run(pipeline, TASK, id=f"history-{name}-source")
+    handle = await rc.fork(source.workflow_id, "draft", hint="Shorter.", id=f"history-{name}")
+    return (await handle.result()).status
+
+
 Scenario = tuple[Callable[[], PipelineSpec], Callable[..., Awaitable[RunStatus]], RunStatus]
 DEV_SERVER: dict[str, Scenario] = {
     "clean": (clean, run_to_end, RunStatus.COMPLETED),
@@ -174,7 +284,16 @@ DEV_SERVER: dict[str, Scenario] = {
     "judged": (judged, run_to_end, RunStatus.COMPLETED),
     "compensation": (compensation, run_to_end, RunStatus.COMPENSATED),
     "cancel": (cancel, cancel_mid_run, RunStatus.CANCELED),
+    "dag": (dag, run_to_end, RunStatus.COMPLETED),
+    "review": (review, approve_review, RunStatus.COMPLETED),
+    "judge_down": (judge_down, run_to_end, RunStatus.FAILED),
+    "attention": (attention, resolve_attention, RunStatus.COMPENSATED),
+    "fork": (clean, fork_of_clean, RunStatus.COMPLETED),
+    "continue_as_new": (chain, run_to_end, RunStatus.COMPLETED),
+    "subpipeline": (subpipeline, run_to_end, RunStatus.COMPLETED),
 }
+# The saved history of a chain is its middle run: it resumed from a carry and handed one on.
+MIDDLE_RUN = {"continue_as_new"}
 TIME_SKIPPING: dict[str, Scenario] = {"breaker": (breaker, run_to_end, RunStatus.COMPLETED)}
 ACTIVITY_MODULES = ["tests.steps", "tests.judges"]
 
@@ -190,10 +309,28 @@ async def record(client: Client, scenarios: dict[str, Scenario], wanted: set[str
             if status is not expected:
                 raise SystemExit(f"{name}: ended {status.value}, expected {expected.value}")
             history = await client.get_workflow_handle(f"history-{name}").fetch_history()
+            if name in MIDDLE_RUN:
+                history = await middle_run(client, f"history-{name}")
             CURRENT.mkdir(exist_ok=True)
             path = CURRENT / f"{name}.json"
             path.write_text(history.to_json() + "\n", encoding="utf-8")
             print(f"{path.relative_to(ROOT)}: {len(history.events)} events, {status.value}")
+
+
+async def middle_run(client: Client, workflow_id: str) -> Any:
+    from temporalio.api.enums.v1 import EventType as HistoryEvent
+
+    desc = await client.get_workflow_handle(workflow_id).describe()
+    run_id = desc.raw_description.workflow_execution_info.first_run_id
+    runs = []
+    while run_id:
+        history = await client.get_workflow_handle(workflow_id, run_id=run_id).fetch_history()
+        runs.append(history)
+        last = history.events[-1]
+        run_id = ""
+        if last.event_type == HistoryEvent.EVENT_TYPE_WORKFLOW_EXECUTION_CONTINUED_AS_NEW:
+            run_id = last.workflow_execution_continued_as_new_event_attributes.new_execution_run_id
+    return runs[len(runs) // 2]
 
 
 async def main(wanted: set[str]) -> None:

@@ -48,14 +48,27 @@ class Compact(Strict):
     def _compact(self, handler: SerializerFunctionWrapHandler) -> Any:
         data = handler(self)
         if isinstance(data, dict):
-            for name, field in type(self).model_fields.items():
-                if (
-                    name in data
-                    and not field.is_required()
-                    and getattr(self, name) == field.get_default(call_default_factory=True)
-                ):
+            for name, default in _defaults(type(self)).items():
+                if name in data and getattr(self, name) == default:
                     del data[name]
         return data
+
+
+_DEFAULTS: dict[type, dict[str, Any]] = {}
+
+
+def _defaults(cls: type[BaseModel]) -> dict[str, Any]:
+    """Each optional field's default, computed once per class (pydantic's get_default
+    inspects the factory's signature on every call: 5,000 steps made that seconds)."""
+    found = _DEFAULTS.get(cls)
+    if found is None:
+        found = {
+            name: field.get_default(call_default_factory=True)
+            for name, field in cls.model_fields.items()
+            if not field.is_required()
+        }
+        _DEFAULTS[cls] = found
+    return found
 
 
 class Criticality(StrEnum):

@@ -22,11 +22,13 @@ NOOP = "bench.noop"
 class PlainInput(BaseModel):
     steps: int
     goal: str = "no-op"
+    record_times: bool = False  # the scale benchmark's baseline: when each step ended
 
 
 class PlainResult(BaseModel):
     steps: int
     output: str
+    times: list[float] = []
 
 
 @activity.defn(name=NOOP)
@@ -41,6 +43,7 @@ class PlainPipeline:
     async def run(self, inp: PlainInput) -> PlainResult:
         wid = workflow.info().workflow_id
         out = StepOutput(text="")
+        times: list[float] = []
         for i in range(inp.steps):
             name = f"s{i + 1:02d}"
             out = await workflow.execute_activity(
@@ -56,4 +59,6 @@ class PlainPipeline:
                 result_type=StepOutput,
                 start_to_close_timeout=timedelta(seconds=60),
             )
-        return PlainResult(steps=inp.steps, output=out.text)
+            if inp.record_times:
+                times.append(workflow.now().timestamp())
+        return PlainResult(steps=inp.steps, output=out.text, times=times)

@@ -9,10 +9,14 @@ only) and of 20 KB outputs, and reports for each:
   (inline bytes, and in all when part of it went to external storage), and the slowest
   first workflow task of any run of the chain (decoding the carry): targets under
   256 KiB inline, 2 MB in all, 200 ms;
+- the same server's own pace (`--baseline N`): a plain Temporal workflow of N sequential
+  no-op activities. On the dev server a sequential activity takes ~25 ms for the first
+  few dozen and then a steady ~50 ms, with or without raftline, so "vs plain" (the last
+  tenth against plain Temporal's last tenth) is the figure that isolates raftline;
 - the bytes stored: histories of every run of the chain plus the payload store (external
   payloads and committed outputs), against the committed content: target at most 3x.
 
-`--steps 100,1000,5000` and `--big 200x20` (steps x KB) choose the sizes; `--quick` runs
+`--steps 100,1000,5000` and `--big 50x20,200x20` (steps x KB) choose the sizes; `--quick` runs
 100 and 50x20 only.
 """
 
@@ -32,6 +36,8 @@ from temporalio.api.enums.v1 import EventType as HistoryEvent
 from temporalio.client import Client
 
 from benchmarks.common import emit_json, machine, note, start_server, stop_server, table
+from benchmarks.overhead import plain_worker
+from benchmarks.plain import PLAIN_WORKFLOW, PlainInput, PlainResult
 from raftline.activities.registry import collect
 from raftline.client import RaftlineClient, temporal_client
 from raftline.models import PipelineSpec, RunResult, RunStatus, Task
@@ -42,8 +48,14 @@ TEXT_ACTIVITY = "bench.text"
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--steps", default="100,1000,5000", help="trivial pipelines: step counts")
-    p.add_argument("--big", default="200x20", help="STEPSxKB: a pipeline of larger outputs")
+    p.add_argument("--big", default="200x20", help="STEPSxKB[,...]: pipelines of larger outputs")
     p.add_argument("--quick", action="store_true", help="100 trivial steps and 50x20 only")
+    p.add_argument(
+        "--baseline",
+        type=int,
+        default=400,
+        help="plain Temporal: this many sequential no-op activities (0: none)",
+    )
 
 
 def trivial(n: int) -> PipelineSpec:
@@ -100,12 +112,16 @@ def carried(history: Any) -> tuple[int, int]:
     return inline, total
 
 
-def per_step(result: RunResult) -> tuple[float, float]:
-    """Mean ms between consecutive commits in the first and in the last tenth."""
+def commit_gaps(result: RunResult) -> list[float]:
+    """Seconds between consecutive commits, in commit order."""
     times = [e.at.timestamp() for e in result.trace if e.type == "committed"]
-    gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
-    tenth = max(len(gaps) // 10, 1)
-    return 1000 * statistics.mean(gaps[:tenth]), 1000 * statistics.mean(gaps[-tenth:])
+    return [b - a for a, b in zip(times, times[1:], strict=False)]
+
+
+def tenths(gaps: list[float]) -> list[float]:
+    """Mean ms per step in each tenth of the run, first to last."""
+    n = max(len(gaps) // 10, 1)
+    return [round(1000 * statistics.mean(gaps[i : i + n]), 1) for i in range(0, n * 10, n)]
 
 
 def folder_bytes(root: Path) -> int:
@@ -128,7 +144,9 @@ async def measure(pipeline: PipelineSpec, label: str) -> dict[str, Any]:
             wall = time.monotonic() - t0
         assert result.status is RunStatus.COMPLETED, result.error
         histories = await chain(client, handle.id)
-        first, last = per_step(result)
+        gaps = commit_gaps(result)
+        deciles = tenths(gaps)
+        first, last = deciles[0], deciles[-1]
         inline, total = carried(histories[-1])
         content = sum(len((c.output or "").encode()) for c in result.checkpoints)
         history_bytes = sum(sum(e.ByteSize() for e in h.events) for h in histories)
@@ -140,6 +158,7 @@ async def measure(pipeline: PipelineSpec, label: str) -> dict[str, Any]:
             "ms_per_step_first_tenth": round(first, 1),
             "ms_per_step_last_tenth": round(last, 1),
             "last_over_first": round(last / first, 2) if first else None,
+            "ms_per_step_by_tenth": deciles,
             "runs_in_chain": len(histories),
             "carry_inline_bytes": inline,
             "carry_total_bytes": total,
@@ -155,14 +174,55 @@ async def measure(pipeline: PipelineSpec, label: str) -> dict[str, Any]:
         stop_server(server)
 
 
+async def baseline(n: int) -> dict[str, Any]:
+    """The same server's own pace: a plain workflow of n sequential no-op activities."""
+    home = Path(tempfile.mkdtemp(prefix="raftline-scale-"))
+    os.environ["RAFTLINE_HOME"] = str(home)
+    server = start_server()
+    try:
+        client = await temporal_client(server.address, tracing=False)
+        queue = f"plain-{uuid.uuid4().hex[:8]}"
+        note(f"scale: plain Temporal, {n} activities ...")
+        async with plain_worker(client, queue, 50, 50):
+            t0 = time.monotonic()
+            res: PlainResult = await client.execute_workflow(
+                PLAIN_WORKFLOW,
+                PlainInput(steps=n, record_times=True),
+                id=f"plain-{queue}",
+                task_queue=queue,
+                result_type=PlainResult,
+            )
+            wall = time.monotonic() - t0
+        gaps = [b - a for a, b in zip(res.times, res.times[1:], strict=False)]
+        deciles = tenths(gaps)
+        return {
+            "pipeline": f"plain Temporal, {n} activities",
+            "steps": n,
+            "wall_s": round(wall, 1),
+            "ms_per_step_first_tenth": deciles[0],
+            "ms_per_step_last_tenth": deciles[-1],
+            "last_over_first": round(deciles[-1] / deciles[0], 2) if deciles[0] else None,
+            "ms_per_step_by_tenth": deciles,
+        }
+    finally:
+        stop_server(server)
+
+
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     sizes = [100] if args.quick else [int(n) for n in args.steps.split(",") if n]
-    big_n, _, big_kb = ("50x20" if args.quick else args.big).partition("x")
     cases = [(trivial(n), f"{n} trivial") for n in sizes]
-    if big_n:
-        cases.append((big(int(big_n), int(big_kb)), f"{big_n} x {big_kb} KB"))
+    for size in ("50x20" if args.quick else args.big).split(","):
+        big_n, _, big_kb = size.partition("x")
+        if big_n:
+            cases.append((big(int(big_n), int(big_kb)), f"{big_n} x {big_kb} KB"))
+    plain = await baseline(args.baseline) if args.baseline and not args.quick else None
     rows = [await measure(p, label) for p, label in cases]
-    return {"benchmark": "scale", "conditions": machine(), "results": rows}
+    for row in rows:
+        if plain:  # the last tenth against the server's own steady pace
+            row["last_tenth_over_plain"] = round(
+                row["ms_per_step_last_tenth"] / plain["ms_per_step_last_tenth"], 2
+            )
+    return {"benchmark": "scale", "conditions": machine(), "baseline": plain, "results": rows}
 
 
 def main(args: argparse.Namespace) -> int:
@@ -170,6 +230,7 @@ def main(args: argparse.Namespace) -> int:
     if args.json:
         emit_json(res)
         return 0
+    rows = ([res["baseline"]] if res["baseline"] else []) + res["results"]
     print(
         table(
             [
@@ -178,6 +239,7 @@ def main(args: argparse.Namespace) -> int:
                 "ms/step first 10%",
                 "last 10%",
                 "ratio",
+                "vs plain",
                 "runs",
                 "carry inline",
                 "carry all",
@@ -191,14 +253,18 @@ def main(args: argparse.Namespace) -> int:
                     r["ms_per_step_first_tenth"],
                     r["ms_per_step_last_tenth"],
                     r["last_over_first"],
-                    r["runs_in_chain"],
-                    r["carry_inline_bytes"],
-                    r["carry_total_bytes"],
-                    r["first_task_ms_max"],
-                    r["stored_over_content"] if r["stored_over_content"] is not None else "-",
+                    r.get("last_tenth_over_plain", "-"),
+                    r.get("runs_in_chain", "-"),
+                    r.get("carry_inline_bytes", "-"),
+                    r.get("carry_total_bytes", "-"),
+                    r.get("first_task_ms_max", "-"),
+                    r.get("stored_over_content") or "-",
                 ]
-                for r in res["results"]
+                for r in rows
             ],
         )
     )
+    print("ms per step, by tenth of the run:")
+    for r in rows:
+        print(f"  {r['pipeline']}: {r['ms_per_step_by_tenth']}")
     return 0

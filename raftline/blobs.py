@@ -17,6 +17,8 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import threading
+from collections import OrderedDict
 from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
@@ -92,12 +94,49 @@ class _S3:
         return bytes(body.read())
 
 
+# Texts this process wrote or read lately. A step of a long sequential pipeline sees
+# every earlier output: without the cache each step re-read them all (a thread hop, a
+# read and a sha256 each), so the time per step grew with the step's position. The
+# store is content-addressed, so a cached text never goes stale.
+CACHE_BYTES = 64 * 1024 * 1024
+
+
 class BlobStore:
     """put(text) -> sha256; get(sha256) -> text. Thread-safe, async (I/O on threads)."""
 
-    def __init__(self, backend: _Backend, codec: EncryptionCodec | None = None) -> None:
+    def __init__(
+        self,
+        backend: _Backend,
+        codec: EncryptionCodec | None = None,
+        cache_bytes: int = CACHE_BYTES,
+    ) -> None:
         self._backend = backend
         self._codec = codec
+        self._cache: OrderedDict[str, str] = OrderedDict()
+        self._cached = 0
+        self._cache_bytes = cache_bytes
+        self._lock = threading.Lock()
+
+    def _remember(self, sha256: str, text: str) -> None:
+        size = len(text)
+        if size > self._cache_bytes // 8:
+            return  # a few huge outputs would flush everything else
+        with self._lock:
+            if sha256 in self._cache:
+                self._cache.move_to_end(sha256)
+                return
+            self._cache[sha256] = text
+            self._cached += size
+            while self._cached > self._cache_bytes:
+                _, old = self._cache.popitem(last=False)
+                self._cached -= len(old)
+
+    def _recall(self, sha256: str) -> str | None:
+        with self._lock:
+            text = self._cache.get(sha256)
+            if text is not None:
+                self._cache.move_to_end(sha256)
+            return text
 
     @property
     def where(self) -> str:
@@ -123,9 +162,13 @@ class BlobStore:
     def put_sync(self, text: str) -> str:
         name = sha256_text(text)
         self._backend.write(name, self._seal(text))
+        self._remember(name, text)
         return name
 
     def get_sync(self, sha256: str) -> str:
+        cached = self._recall(sha256)
+        if cached is not None:
+            return cached
         data = self._backend.read(sha256)
         if data is None:
             raise BlobMissing(
@@ -135,12 +178,16 @@ class BlobStore:
         text = self._open(data)
         if sha256_text(text) != sha256:
             raise BlobMissing(f"committed output {sha256[:16]}... in {self.where} is corrupt")
+        self._remember(sha256, text)
         return text
 
     async def put(self, text: str) -> str:
         return await asyncio.to_thread(self.put_sync, text)
 
     async def get(self, sha256: str) -> str:
+        cached = self._recall(sha256)  # no thread hop for what this process has seen
+        if cached is not None:
+            return cached
         return await asyncio.to_thread(self.get_sync, sha256)
 
 

@@ -4,7 +4,9 @@ tests/histories/<generation>/*.json were recorded once (tests/histories/make.py)
 representative runs: clean, rollback (drift + step error), judges (escalation + quorum),
 compensation, breaker (durable cooldown) and cancel, under each generation of the commit
 loop (1-local-rules: L1 as a local activity and RaftStep on every attempt; 2-lean-commit:
-L1 in the workflow). A change to the commit loop that would break such a run in flight
+L1 in the workflow; 3-ledger: the DAG engine, with its own shapes: parallel branches, map,
+`when`, sub-pipelines, human review, forks, a judge that is down, a compensation that
+needs attention, continue-as-new). A change to the commit loop that would break such a run in flight
 makes its replay fail here: guard the change with `workflow.patched`.
 """
 
@@ -35,11 +37,23 @@ from raftline.workflows.verify import Verifier
 
 HISTORIES = Path(__file__).resolve().parent / "histories"
 SCENARIOS = ["clean", "rollback", "judged", "compensation", "breaker", "cancel"]
-# Each generation's representative runs. 2-lean-commit/continue_as_new is the middle run
-# of a chain: it resumed from the generation-2 carry and handed one on.
+# Each generation's representative runs. */continue_as_new is the middle run of a chain:
+# it resumed from that generation's carry and handed one on.
 BY_GENERATION = {
     "1-local-rules": SCENARIOS,
     "2-lean-commit": [*SCENARIOS, "continue_as_new"],
+    # The ledger engine: the DAG, human review, forks, fail-closed judges, the saga's
+    # needs_attention, sub-pipelines, and the lean continue-as-new carry.
+    "3-ledger": [
+        *SCENARIOS,
+        "continue_as_new",
+        "dag",
+        "review",
+        "judge_down",
+        "attention",
+        "fork",
+        "subpipeline",
+    ],
 }
 GENERATIONS = list(BY_GENERATION)
 SAVED = [f"{g}/{s}" for g, names in BY_GENERATION.items() for s in names]
@@ -79,6 +93,14 @@ def test_the_generations_differ_where_the_patch_says() -> None:
     """1-local-rules ran L1 as local activities; 2-lean-commit recorded the patch instead."""
     assert markers("1-local-rules/rollback").count("core_local_activity") == 4
     assert markers("2-lean-commit/rollback") == ["core_patch"]
+    # The ledger engine is one patch (raftline-ledger); its L1 runs in the workflow too.
+    assert markers("3-ledger/rollback") == ["core_patch"]
+    patches = [
+        e.marker_recorded_event_attributes.details["patch-data"].payloads[0].data
+        for e in load("3-ledger/rollback").events
+        if e.HasField("marker_recorded_event_attributes")
+    ]
+    assert b"raftline-ledger" in patches[0]
 
 
 @pytest.mark.parametrize("name", SAVED)

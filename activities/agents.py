@@ -72,7 +72,13 @@ def choose_fault(p: ScriptedParams, inp: StepInput) -> str | None:
     if inp.item_index is not None and inp.attempt in p.item_faults.get(inp.item_index, {}):
         return p.item_faults[inp.item_index][inp.attempt]
     if inp.attempt in p.faults:
-        return p.faults[inp.attempt]
+        fault = p.faults[inp.attempt]
+        if inp.attempt == 0 and inp.hint and fault in CONTENT_FAULTS:
+            # A first attempt that comes with a hint (a fork's --hint, a reviewer's
+            # rejection before the step ran) follows it: it does not make the mistake
+            # the script has attempt 0 make. Infrastructure faults (RAISE*) still apply.
+            return None
+        return fault
     if p.fail_rate <= 0:
         return None
     rate = p.fail_rate * (p.hint_factor if inp.attempt > 0 else 1.0)

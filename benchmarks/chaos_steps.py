@@ -2,8 +2,9 @@
 `python worker.py --task-queue Q --activities benchmarks.chaos_steps`.
 
 `bench.chaos_step` is the `scripted` step plus a journal: one line when an attempt
-starts and one when it returns, with the worker's pid, so the benchmark can tell
-which steps were in flight on a worker it killed. `bench.chaos_undo` is an idempotent
+starts and one when it returns, with the worker's pid (and a map item's index), so the
+benchmark can tell which steps were in flight on a worker it killed. A map step's
+`item_sleep_s` (a list) gives each item its own sleep. `bench.chaos_undo` is an idempotent
 compensation: its effect (a marker file named by the idempotency key) happens once
 however often Temporal delivers it, and every delivery is journaled.
 """
@@ -21,6 +22,7 @@ from raftline.activities.agents import scripted
 from raftline.models import CompensationInput, StepInput, StepOutput
 
 JOURNAL_KEY = "journal"
+ITEM_SLEEP_KEY = "item_sleep_s"
 
 
 def journal(folder: str, *fields: object) -> None:
@@ -34,9 +36,13 @@ def journal(folder: str, *fields: object) -> None:
 async def chaos_step(inp: StepInput) -> StepOutput:
     folder = str(inp.params[JOURNAL_KEY])
     info = activity.info()
-    where = (inp.workflow_id, inp.step, inp.attempt, info.attempt)
+    item = "-" if inp.item_index is None else inp.item_index
+    where = (inp.workflow_id, inp.step, inp.attempt, info.attempt, item)
     journal(folder, "start", *where)
-    params = {k: v for k, v in inp.params.items() if k != JOURNAL_KEY}
+    params = {k: v for k, v in inp.params.items() if k not in (JOURNAL_KEY, ITEM_SLEEP_KEY)}
+    sleeps = inp.params.get(ITEM_SLEEP_KEY)
+    if sleeps and inp.item_index is not None:
+        params["sleep_s"] = sleeps[inp.item_index % len(sleeps)]
     try:
         return await scripted(inp.model_copy(update={"params": params}))
     finally:  # returned or raised: either way no longer in flight (a SIGKILL writes nothing)

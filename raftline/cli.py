@@ -336,7 +336,8 @@ def describe_event(e: TraceEvent) -> str:
         case EventType.STEP_STARTED:
             # Its direct needs' checkpoints (and, through them, everything upstream).
             seen = ",".join(f"#{r.seq}" for r in e.inputs) or "none"
-            return f"{step} attempt {e.attempt}: started (sees checkpoints {seen})"
+            hinted = f", with hint: {e.hint}" if e.hint else ""
+            return f"{step} attempt {e.attempt}: started (sees checkpoints {seen}){hinted}"
         case EventType.OUTPUT:
             return f"{step} attempt {e.attempt}: output sha256 {e.sha256[:12] if e.sha256 else ''}"
         case EventType.VERDICT:
@@ -402,8 +403,10 @@ def summary(result: RunResult, ui: str | None) -> dict[str, Any]:
 
 def print_summary(result: RunResult, ui: str | None) -> None:
     s = result.summary(ui)
+    degraded = f" ({s['degraded']} more DEGRADED: no judge verdict)" if s["degraded"] else ""
     print(
-        f"\n{result.status.value}: {s['verified']} steps verified, {s['rollbacks']} rollbacks, "
+        f"\n{result.status.value}: {s['verified']} steps verified{degraded}, "
+        f"{s['rollbacks']} rollbacks, "
         f"{s['retries']} retries, {s['compensations']} compensations, "
         f"{s['breaker_trips']} breaker trips, reliability {s['reliability']:.2f}"
     )
@@ -760,6 +763,11 @@ async def cmd_status(args: argparse.Namespace) -> int:
             view = status_of_view(await status_from_history(session.client.client, args.id))
         else:
             view = status_of_result(await session.client.get(args.id).result())
+            try:  # each step's final state (skipped, failed, compensated), from the history
+                replayed = await status_from_history(session.client.client, args.id)
+                view["steps"] = [v.model_dump(exclude_none=True) for v in replayed.steps]
+            except RaftlineError:
+                pass  # the result above says what matters
         view["ui_url"] = session.ui_url(args.id)
         if args.json:
             emit_json(view)

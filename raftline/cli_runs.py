@@ -311,8 +311,10 @@ async def cmd_diff(args: argparse.Namespace) -> int:
         for row in diff["steps"]:
             a, b = row["a"], row["b"]
             if row["same"]:
-                reused = " (reused)" if b and b["reused_from"] else ""
-                print(f"  = {row['step']:<20} same output{reused}")
+                note = " (reused)" if b and b["reused_from"] else ""
+                if not note and a and b and a["attempt"] != b["attempt"]:
+                    note = f"; a: attempt {a['attempt']}, b: attempt {b['attempt']}"
+                print(f"  = {row['step']:<20} same output{note}")
                 continue
             sides = " | ".join(
                 f"{name}: " + (f"attempt {s['attempt']}, {s['verdict']['tier']}, "

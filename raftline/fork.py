@@ -217,8 +217,8 @@ def diff_runs(a: RunResult, b: RunResult) -> dict[str, Any]:
         if ca and cb and ca.sha256 != cb.sha256:
             row["diff"] = "".join(
                 difflib.unified_diff(
-                    (ca.output or "").splitlines(keepends=True),
-                    (cb.output or "").splitlines(keepends=True),
+                    [line + "\n" for line in (ca.output or "").splitlines()],
+                    [line + "\n" for line in (cb.output or "").splitlines()],
                     fromfile=f"{a.workflow_id}/{step}",
                     tofile=f"{b.workflow_id}/{step}",
                 )

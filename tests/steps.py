@@ -83,3 +83,19 @@ async def refund(inp: CompensationInput) -> str:
 async def bad_shape(inp: StepInput) -> dict[str, str]:
     """A step whose result is not a StepOutput (a field misspelled)."""
     return {"txt": f"answer {inp.attempt}"}
+
+
+@activity.defn(name="deaf")
+async def deaf(inp: StepInput) -> StepOutput:
+    """A step that never heartbeats, so it never hears of a cancel: it sleeps, then returns.
+    params: sleep_s; fail0 (true, or map item indexes): attempt 0 fails retryably; fatal
+    (map item indexes): those fail non-retryably after fatal_s."""
+    params = inp.params
+    if inp.item_index in params.get("fatal", []):
+        await asyncio.sleep(float(params.get("fatal_s", 0.2)))
+        raise ApplicationError("deaf: fatal", non_retryable=True)
+    await asyncio.sleep(float(params.get("sleep_s", 1.0)))
+    fail0 = params.get("fail0", [])
+    if inp.attempt == 0 and (fail0 is True or inp.item_index in (fail0 or [])):
+        raise ApplicationError("deaf: a retryable failure", type="Flaky")
+    return StepOutput(text=f"deaf {inp.step} {inp.item_index} {inp.attempt}")

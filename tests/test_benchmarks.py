@@ -103,7 +103,8 @@ async def test_overhead_core_runs_both_arms(temporal_server: EmbeddedServer) -> 
 
 
 async def test_mini_chaos_loses_nothing_and_commits_once(tmp_path: Path) -> None:
-    """Own server (file db), 2 worker processes SIGKILLed mid-run, one server restart."""
+    """Own server (file db), 2 worker processes SIGKILLed mid-run, one server restart; the
+    runs rotate over linear, DAG, map and sub-pipeline shapes."""
     prm = ChaosParams(
         runs=6,
         steps=3,
@@ -120,9 +121,19 @@ async def test_mini_chaos_loses_nothing_and_commits_once(tmp_path: Path) -> None
     assert res["lost_runs"] == 0
     assert res["double_commits"] == 0 and res["double_compensations"] == 0
     assert res["compensation_effects_applied_twice"] == 0
-    # Every undone attempt once: the 2 sagas undo 2 commits and the fatal attempt each;
-    # rolled-back attempts of any run are undone at their rollback.
+    # Every undone attempt once: the dag's saga undoes its fatal branch and the sibling it
+    # cut short, the map's the list's commit, the fatal item and the items before it (all
+    # started); rolled-back attempts of any run are undone at their rollback.
     assert res["compensation_effects"] == res["compensation_effects_expected"] >= 6
     assert res["sound_runs"] == res["runs"] == 6, res["problems"]
     assert res["statuses"] == {"completed": 4, "compensated": 2}
     assert res["worker_kills"] >= 1 and res["server_restarts"] == 1
+    # Runs rotate over the shapes: linear, dag (the fatal one), map (the other fatal), sub.
+    assert {k: v["runs"] for k, v in res["shapes"].items()} == {
+        "linear": 2,
+        "dag": 2,
+        "map": 1,
+        "sub": 1,
+    }
+    assert res["shapes"]["map"]["fatal"] == res["shapes"]["dag"]["fatal"] == 1
+    assert res["child_runs"] >= 1

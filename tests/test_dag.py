@@ -5,6 +5,7 @@ finish stops its branches and compensates the whole DAG in reverse commit order.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -99,6 +100,85 @@ async def test_one_branch_ending_the_run_cancels_and_compensates_the_others_in_r
     # Nothing of `slow` lands after its compensation started.
     assert all(e.at <= cancel_seen for e in result.trace if e.step == "slow" and e.type in (
         EventType.OUTPUT, EventType.VERDICT))  # fmt: skip
+
+
+def after_failure(result: RunResult) -> list[Any]:
+    """Trace events of work started or judged after the run's fatal step error."""
+    fatal = next(e for e in result.trace if e.type is EventType.STEP_ERROR and e.verdict is None)
+    kinds = (EventType.STEP_STARTED, EventType.RETRY, EventType.OUTPUT, EventType.VERDICT)
+    return [e for e in result.trace if e.seq > fatal.seq and e.type in kinds]
+
+
+def refund(tmp_path: Path, sleep_s: float = 0) -> dict[str, Any]:
+    params = {"ledger": str(tmp_path / "ledger"), "journal": str(tmp_path / "journal")}
+    return {"compensation": "refund", "compensation_params": {**params, "sleep_s": sleep_s}}
+
+
+def deliveries(tmp_path: Path) -> list[str]:
+    """The compensation keys the refund activity was started with, one per delivery."""
+    lines = (tmp_path / "journal").read_text().splitlines()
+    return [line.split("\t")[3] for line in lines if line.split("\t")[1] == "start"]
+
+
+async def test_a_branch_whose_cancel_is_lost_does_not_retry_after_the_run_failed(
+    worker: RaftlineClient, tmp_path: Path
+) -> None:
+    """`slow` never heartbeats, so it never hears the cancel; it then fails retryably. The
+    run is ending: it is rolled back and compensated, never retried."""
+    steps = [
+        {"name": "doomed", "goal": "doomed", "needs": [],
+         "params": {"sleep_s": 0.3, "faults": {0: "RAISE_FATAL"}}},
+        {"name": "slow", "goal": "slow", "needs": [], "activity": "deaf",
+         "params": {"sleep_s": 1.5, "fail0": True}, **refund(tmp_path)},
+        {"name": "join", "goal": "join", "needs": ["doomed", "slow"]},
+    ]  # fmt: skip
+    result = await worker.run(spec(steps), TASK)
+    assert result.status is RunStatus.COMPENSATED and result.failed_step == "doomed"
+    assert after_failure(result) == []
+    assert [(c.step, c.attempt) for c in result.compensations] == [("slow", 0)]
+    assert len(deliveries(tmp_path)) == 1
+
+
+async def test_a_rollback_compensation_the_failure_interrupts_runs_once(
+    worker: RaftlineClient, tmp_path: Path
+) -> None:
+    """`slow` fails first; while its rollback compensation runs (1 s), `doomed` ends the
+    run. The compensation finishes, is recorded once, and the saga does not run it again."""
+    steps = [
+        {"name": "doomed", "goal": "doomed", "needs": [],
+         "params": {"sleep_s": 0.5, "faults": {0: "RAISE_FATAL"}}},
+        {"name": "slow", "goal": "slow", "needs": [], "activity": "deaf",
+         "params": {"sleep_s": 0.1, "fail0": True}, **refund(tmp_path, sleep_s=1.0)},
+    ]  # fmt: skip
+    result = await worker.run(spec(steps), TASK)
+    assert result.status is RunStatus.COMPENSATED
+    keys = deliveries(tmp_path)
+    assert len(keys) == len(set(keys)) == 1 and "/slow/0/compensate" in keys[0]
+    assert len(events(result, EventType.COMPENSATION_STARTED, "slow")) == 1
+
+
+async def test_a_fatal_map_item_stops_its_siblings_at_once(
+    worker: RaftlineClient, tmp_path: Path
+) -> None:
+    """Item 1 fails for good; items 0 and 2 (deaf: they return after it) are neither judged
+    nor retried, and item 3 never starts; every attempt that ran is compensated once."""
+    steps = [
+        {"name": "outline", "goal": "outline", "format": "json",
+         "params": {"text": '["a", "b", "c", "d"]'}},
+        {"name": "sections", "goal": "sections", "activity": "deaf",
+         "map": {"over": "outline", "max_concurrency": 3},
+         "params": {"sleep_s": 1.5, "fail0": [2], "fatal": [1], "fatal_s": 0.2},
+         **refund(tmp_path)},
+    ]  # fmt: skip
+    result = await worker.run(spec(steps), TASK)
+    assert result.status is RunStatus.COMPENSATED and result.failed_step == "sections"
+    assert after_failure(result) == []
+    started = {e.item for e in events(result, EventType.STEP_STARTED, "sections")}
+    assert started == {0, 1, 2}
+    undone = sorted(c.idempotency_key or "" for c in result.compensations)
+    assert [re.search(r"/item-(\d+)/", k)[1] for k in undone] == ["0", "1", "2"]
+    keys = deliveries(tmp_path)
+    assert len(keys) == len(set(keys)) == 3
 
 
 async def test_map_runs_one_verified_item_per_element_and_retries_items_alone(

@@ -11,9 +11,11 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
+from temporalio.api.sdk.v1 import WorkflowMetadata
 from temporalio.workflow._exceptions import _NotInWorkflowEventLoopError
 
 from raftline.activities.registry import collect
+from raftline.cli import describe_event, print_summary
 from raftline.client import RaftlineClient, Refused
 from raftline.models import EventType, RunResult, RunStatus, Task
 from raftline.worker import build_worker
@@ -69,7 +71,9 @@ async def test_a_judge_that_is_down_never_lets_a_step_commit(worker: RaftlineCli
     assert (waits[-1].at - waits[0].at).total_seconds() >= 1.5
 
 
-async def test_degrade_is_an_opt_in_and_every_surface_says_so(worker: RaftlineClient) -> None:
+async def test_degrade_is_an_opt_in_and_every_surface_says_so(
+    worker: RaftlineClient, capsys: pytest.CaptureFixture[str]
+) -> None:
     """1: on_judge_unavailable: degrade commits on the rules alone, flagged degraded."""
     judge = {"judge": {"activity": "down_judge"}}
     steps = [
@@ -87,6 +91,14 @@ async def test_degrade_is_an_opt_in_and_every_surface_says_so(worker: RaftlineCl
     status = await handle.status()
     assert status.degraded == 1 and status.verified == 1
     assert [s.degraded for s in status.steps] == [False, True]
+    # The CLI's summary and live line, and the Web UI's current details, say it too.
+    print_summary(result, None)
+    assert "1/2 steps verified (1 more DEGRADED: no judge verdict)" in capsys.readouterr().out
+    verdict = next(e for e in result.trace if e.verdict and e.verdict.degraded)
+    assert "degraded" in describe_event(verdict)
+    raw = worker.client.get_workflow_handle(result.workflow_id)
+    meta = await raw.query("__temporal_workflow_metadata", result_type=WorkflowMetadata)
+    assert meta.current_details == "**completed** · 1/2 verified · 1 degraded"
 
 
 async def test_a_quorum_commits_only_on_real_pass_votes(worker: RaftlineClient) -> None:

@@ -143,3 +143,22 @@ async def test_diff_shows_what_changed_and_what_the_fork_saved(worker: RaftlineC
     assert rows["research"]["b"]["reused_from"] == f"{old.workflow_id}#1"
     assert diff["saved_tokens"] == sum(c.usage.tokens for c in old.checkpoints[:2]) > 0
     assert diff["saved_usd"] == pytest.approx(sum(c.usage.cost_usd for c in old.checkpoints[:2]))
+
+
+async def test_a_drifted_step_is_fixed_by_forking_it_with_a_hint(worker: RaftlineClient) -> None:
+    """The README's story: the demo's analysis drifts on attempt 0; a fork from it with a
+    hint commits on its first attempt, and the diff shows it beside what reuse saved."""
+    drifting = steps()
+    drifting[1]["params"] = {"text": "Demand looks strong.", "faults": {0: "GOAL_DRIFT"}}
+    drifting[1]["checks"] = {"topic": ["Demand"]}
+    old = await source(worker, spec(drifting))
+    assert old.rollbacks == 1 and old.checkpoints[1].attempt == 1
+    fork = worker.fork(old.workflow_id, "analysis", hint="Stay on Oslo demand.")
+    new = await (await fork).result()
+    assert new.success and new.rollbacks == 0 and new.checkpoints[1].attempt == 0
+    started = [e for e in new.trace if e.type is EventType.STEP_STARTED and e.step == "analysis"]
+    assert [e.hint for e in started] == ["Stay on Oslo demand."]
+    diff = await worker.diff(old.workflow_id, new.workflow_id)
+    analysis = next(r for r in diff["steps"] if r["step"] == "analysis")
+    assert analysis["same"] and (analysis["a"]["attempt"], analysis["b"]["attempt"]) == (1, 0)
+    assert diff["saved_tokens"] == old.checkpoints[0].usage.tokens > 0

@@ -53,6 +53,7 @@ BY_GENERATION = {
         "attention",
         "fork",
         "subpipeline",
+        "branch_ends",
     ],
 }
 GENERATIONS = list(BY_GENERATION)
@@ -101,6 +102,14 @@ def test_the_generations_differ_where_the_patch_says() -> None:
         if e.HasField("marker_recorded_event_attributes")
     ]
     assert b"raftline-ledger" in patches[0]
+    # A run that ends while branches are in flight records the stop-on-end patch.
+    ended = [
+        e.marker_recorded_event_attributes.details["patch-data"].payloads[0].data
+        for e in load("3-ledger/branch_ends").events
+        if e.HasField("marker_recorded_event_attributes")
+        and e.marker_recorded_event_attributes.marker_name == "core_patch"
+    ]
+    assert any(b"raftline-stop-on-end" in p for p in ended)
 
 
 @pytest.mark.parametrize("name", SAVED)

@@ -48,8 +48,10 @@ from raftline.workflows.errors import (
     BUDGET_EXCEEDED,
     RunEnded,
     application_error,
+    ending_patched,
     error_details,
     error_message,
+    evicting,
     retry_policy,
     sha256,
 )
@@ -140,6 +142,8 @@ class Steps:
         while True:
             if attempt > budget and not self._extra(step.name):
                 break
+            if attempt and run.ending is not None and ending_patched():
+                run.check()  # the run is ending (a sibling failed): no new attempt
             if attempt:
                 run.ledger.counters.retries += 1
                 run.event(EventType.RETRY, step.name, attempt, hint=hint, item=item)
@@ -194,6 +198,9 @@ class Steps:
             item=item,
             inputs=run.parent_refs(step.name),
             seen=run.seen(step.name),
+            # A retry's hint is on its RETRY event; a first attempt's (a fork's, a
+            # reviewer's) only here.
+            hint=hint if attempt == 0 else None,
         )
         pending = Attempt(step.name, attempt, key, item)
         if step.compensation:
@@ -551,11 +558,17 @@ class Steps:
         async def one(index: int) -> None:
             async with limit:
                 run.check()
-                done[index] = await self.chain(step, index, values[index])
+                try:
+                    done[index] = await self.chain(step, index, values[index])
+                except RunEnded as exc:
+                    # Before the slot is freed: the item waiting for it must not start.
+                    if run.ending is None and ending_patched():
+                        run.ending = exc.reason
+                    raise
                 run.items[step.name] = (len(done), total)
                 run.show()
 
-        await _all([one(i) for i in range(total)])
+        await _all([one(i) for i in range(total)], run)
         results = [done[i] for i in range(total)]
         as_json = step.format == "json"
         combined = json.dumps(
@@ -631,6 +644,8 @@ class Steps:
         run = self.run
         budget = run.spec.retries(step)
         for attempt in range(budget + 1):
+            if attempt and run.ending is not None and ending_patched():
+                run.check()  # the run is ending (a sibling failed): no new attempt
             if attempt:
                 run.ledger.counters.retries += 1
                 run.event(EventType.RETRY, step.name, attempt)
@@ -776,13 +791,17 @@ class Breaker:
             )
 
 
-async def _all(coros: list[Any]) -> None:
+async def _all(coros: list[Any], run: Run) -> None:
     """Run branches together; the first failure cancels the others and waits for them to
     stop (their attempts cut short stay open for the saga), then propagates."""
     tasks = [asyncio.ensure_future(c) for c in coros]
     try:
         await asyncio.gather(*tasks)
-    except BaseException:
+    except BaseException as exc:
+        if run.ending is None and not evicting() and ending_patched():
+            # The run is ending now, not when the error reaches the DAG: a sibling whose
+            # cancel is lost (its activity finished first) must not verify or retry.
+            run.ending = getattr(exc, "reason", None) or "run canceled"
         for t in tasks:
             t.cancel()
         await asyncio.wait(tasks) if tasks else None

@@ -24,6 +24,19 @@ JUDGE_NOT_CONFIGURED = "JudgeNotConfigured"
 JUDGE_NO_VERDICT = frozenset({"JudgeUnparseable", "JudgeUnavailable"})
 
 
+# Since 0.2.1: once a run is ending, no branch or map item starts another attempt, and a
+# rollback compensation a cancel interrupted is not run again by the saga. Before it, a
+# branch whose cancel was lost (its activity finished first) could retry after the run
+# failed, map items went on after an item's fatal error, and such a compensation ran
+# twice. Runs from before keep their recorded path.
+ENDING_PATCH = "raftline-stop-on-end"
+
+
+def ending_patched() -> bool:
+    """workflow.patched(ENDING_PATCH), asked only where the new path differs."""
+    return not evicting() and workflow.patched(ENDING_PATCH)
+
+
 class RunEnded(Exception):
     """The run cannot finish: compensate what was committed and report why."""
 

@@ -49,6 +49,9 @@ class _Waiting:
     hints: list[str] = field(default_factory=list)  # `before`: rejections with a hint
 
 
+PAST = {"approve": "approved", "reject": "rejected", "edit": "edited"}
+
+
 class Reviews:
     def __init__(self, run: Run) -> None:
         self.run = run
@@ -101,7 +104,9 @@ class Reviews:
             message=f"{why}; waiting for a review{who}: raftline approve {target} "
             f"| raftline reject {target} --hint TEXT | raftline edit {target} --file PATH",
         )
-        run.waiting[step.name] = f"awaiting review ({why})"
+        run.waiting[step.name] = (
+            f"awaiting review ({why}) of attempt {attempt} until {view.deadline:%Y-%m-%d %H:%M} UTC"
+        )
         run.set_status(RunStatus.AWAITING_REVIEW)
         try:
             while True:
@@ -226,7 +231,7 @@ class Reviews:
             hint=d.hint if kind == "reject" else None,
             sha256=outcome.output_sha256,
             review=outcome,
-            message=f"{kind}d by {by}" + (f": {detail}" if detail else ""),
+            message=f"{PAST[kind]} by {by}" + (f": {detail}" if detail else ""),
         )
         return outcome
 

@@ -17,6 +17,7 @@ noticed in seconds and another worker takes over.
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 
 from temporalio import workflow
@@ -31,7 +32,7 @@ from raftline.models import (
     RunStatus,
     StepSpec,
 )
-from raftline.workflows.errors import error_message, retry_policy, shielded
+from raftline.workflows.errors import ending_patched, error_message, retry_policy, shielded
 from raftline.workflows.run import Attempt, Run
 
 # Workers heartbeat for compensations (raftline/observability.py) every few seconds;
@@ -52,18 +53,25 @@ class Saga:
         if step.compensation is None:
             self.run.open.pop(attempt.key, None)
             return
-        await shielded(
-            self._compensate(
-                self.run.spec,
-                step_name=attempt.step,
-                attempt=attempt.attempt,
-                key=attempt.key,
-                sha256=attempt.sha256,
-                item=attempt.item,
-                committed=False,
-                checkpoint_seq=None,
+        try:
+            await shielded(
+                self._compensate(
+                    self.run.spec,
+                    step_name=attempt.step,
+                    attempt=attempt.attempt,
+                    key=attempt.key,
+                    sha256=attempt.sha256,
+                    item=attempt.item,
+                    committed=False,
+                    checkpoint_seq=None,
+                )
             )
-        )
+        except asyncio.CancelledError:
+            # The compensation ran to its end (shielded) and is recorded; only the cancel is
+            # left to deliver. It is no longer open: the saga must not run it again.
+            if ending_patched():
+                self.run.open.pop(attempt.key, None)
+            raise
         self.run.open.pop(attempt.key, None)
 
     async def undo_child(self, step: StepSpec, children: list[Entry]) -> None:

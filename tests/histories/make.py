@@ -172,6 +172,22 @@ def dag() -> PipelineSpec:
     )  # fmt: skip
 
 
+def branch_ends() -> PipelineSpec:
+    """A map item fails for good: the run ends at once (patch raftline-stop-on-end), the
+    item waiting for a slot never starts, and every attempt that ran is compensated."""
+    return spec(
+        [
+            {"name": "outline", "goal": "outline", "format": "json",
+             "params": {"text": '["a", "b", "c"]'}},
+            {"name": "sections", "goal": "sections",
+             "map": {"over": "outline", "max_concurrency": 2},
+             "params": {"text": "Part {item_index}.", "sleep_s": 0.3,
+                        "item_faults": {1: {0: "RAISE_FATAL"}}},
+             "compensation": "record_undo", "compensation_params": UNDO_PARAMS},
+        ]
+    )  # fmt: skip
+
+
 def review() -> PipelineSpec:
     """A step that waits for a human before it runs, approved by an update."""
     return spec(
@@ -291,6 +307,7 @@ DEV_SERVER: dict[str, Scenario] = {
     "fork": (clean, fork_of_clean, RunStatus.COMPLETED),
     "continue_as_new": (chain, run_to_end, RunStatus.COMPLETED),
     "subpipeline": (subpipeline, run_to_end, RunStatus.COMPLETED),
+    "branch_ends": (branch_ends, run_to_end, RunStatus.COMPENSATED),
 }
 # The saved history of a chain is its middle run: it resumed from a carry and handed one on.
 MIDDLE_RUN = {"continue_as_new"}

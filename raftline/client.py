@@ -135,6 +135,9 @@ def data_converter() -> DataConverter:
     )
 
 
+STARTING_UP_S = 15.0
+
+
 async def temporal_client(
     address: str | None = None, *, tracing: bool | None = None, **overrides: Any
 ) -> Client:
@@ -144,12 +147,21 @@ async def temporal_client(
     OTEL_* variables)."""
     config = {"data_converter": data_converter(), **connect_config(address), **overrides}
     config["interceptors"] = [*config.get("interceptors", []), *tracing_interceptors(tracing)]
-    try:
-        return await Client.connect(**config)
-    except RuntimeError as exc:
-        raise TemporalUnreachable(
-            f"Temporal is unreachable at {config['target_host']}: {exc}".splitlines()[0]
-        ) from None
+    # A server that just opened its port may not serve yet ("Frontend is not healthy
+    # yet"): the embedded one right after start-up. Wait for it a little, not for a
+    # server that is down.
+    deadline = asyncio.get_running_loop().time() + STARTING_UP_S
+    while True:
+        try:
+            return await Client.connect(**config)
+        except RuntimeError as exc:
+            starting = "not healthy yet" in str(exc)
+            if starting and asyncio.get_running_loop().time() < deadline:
+                await asyncio.sleep(0.2)
+                continue
+            raise TemporalUnreachable(
+                f"Temporal is unreachable at {config['target_host']}: {exc}".splitlines()[0]
+            ) from None
 
 
 def tracing_interceptors(tracing: bool | None = None) -> list[Any]:

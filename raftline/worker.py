@@ -88,7 +88,7 @@ def _lift_raftline_fields(_: Any, __: str, event: dict[str, Any]) -> dict[str, A
 # sandbox reuse the already-loaded modules instead of re-importing them restricted.
 WORKFLOW_RUNNER = SandboxedWorkflowRunner(
     restrictions=SandboxRestrictions.default.with_passthrough_modules(
-        "structlog", "rich", "pydantic", "yaml"
+        "structlog", "rich", "pydantic", "yaml", "raftline.workflows.pipeline"
     )
 )
 

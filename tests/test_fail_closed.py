@@ -12,7 +12,6 @@ from typing import Any
 import pytest
 import pytest_asyncio
 from temporalio.api.sdk.v1 import WorkflowMetadata
-from temporalio.workflow._exceptions import _NotInWorkflowEventLoopError
 
 from raftline.activities.registry import collect
 from raftline.cli import describe_event, print_summary
@@ -339,5 +338,6 @@ def test_the_eviction_probe_reads_the_sdk_instance() -> None:
     from temporalio.worker._workflow_instance import _WorkflowInstanceImpl
 
     assert "_deleting" in _WorkflowInstanceImpl.__init__.__code__.co_names
-    with pytest.raises(_NotInWorkflowEventLoopError):
-        evicting()
+    # Outside a run's event loop (a cached run's coroutine closed at worker shutdown) it
+    # says "being torn down", so the code that asks stops instead of raising.
+    assert evicting() is True

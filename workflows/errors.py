@@ -94,6 +94,10 @@ def evicting() -> bool:
     goes on elsewhere (its history replays). Shielding must not hold it up. The SDK has no
     public flag for it: this reads the instance's, and tests/test_fail_closed.py pins it.
     """
+    if not workflow.in_workflow():
+        # A run's coroutine closed outside its event loop: the worker shuts down and the
+        # garbage collector closes what it had cached. Nothing may run now either.
+        return True
     runtime = workflow._Runtime.current()
     return bool(getattr(runtime, "_deleting", False))
 

@@ -11,7 +11,8 @@ Normalisation (`normalise`; each step is a public function so tests pin it):
   NFKC                fullwidth, mathematical and circled letters become plain ones
   fold_confusables    homoglyphs (Cyrillic о, Greek ο, small capitals ...) to the ASCII they
                       imitate, from the Unicode confusables data; accents dropped
-  join_split_words    "instruc-\\ntions", "I g n o r e", "i.g.n.o.r.e", "P\\nA\\nS\\nS" joined
+  join_split_words    "instruc-\\ntions", "I g n o r e", "i.g.n.o.r.e", "P\\nA\\nS\\nS" joined;
+                      "Evalu\\nator" joined where the pieces make a word the rules know
 Hidden text is scanned too: base64, base32 and hex runs that decode to mostly printable text
 (a few levels deep), rot13 or reversed text when the output mentions them, right-to-left
 overrides, and a squashed view (letters only, leetspeak read as letters) for the phrases
@@ -247,7 +248,8 @@ _VOCABULARY = sorted(
 _VOCAB_RX = re.compile("|".join(_VOCABULARY))
 # Three or more single letters or digits, each followed by the same kind of short separator.
 _SPACED = re.compile(
-    r"(?<![A-Za-z0-9])[A-Za-z0-9](?:(?:[ \t]{1,6}|[ \t]?[._*|/~+·,-][ \t]?|[ \t]*\r?\n[ \t]*)"
+    r"(?<![A-Za-z0-9])[A-Za-z0-9](?:(?:[ \t]{1,6}|[ \t]?[._*|/~+·,-](?:[ \t]{1,3}[._*|/~+·,-])?"
+    r"[ \t]?|[ \t]*\r?\n[ \t]*)"
     r"[A-Za-z0-9](?![A-Za-z0-9])){2,}"
 )
 _SEPARATOR = re.compile(r"[^A-Za-z0-9]+")
@@ -295,14 +297,113 @@ def _unhyphen(m: re.Match[str]) -> str:
     return "" if at > 0 and m.string[at - 1].isalpha() else m.group()
 
 
+# A line break between two letters: maybe a word broken across lines ("Evalu\nator").
+_NEWLINE_LETTER = re.compile(r"\n[ \t]*(?=[A-Za-z])")  # a literal first: a fast C scan
+_BEFORE_NEWLINE = re.compile(r"[A-Za-z][ \t]*\r?\Z")
+_TAIL_LETTERS = re.compile(r"[A-Za-z]{1,24}\Z")
+_HEAD_LETTERS = re.compile(r"[A-Za-z]{1,24}")
+_SUFFIXES = ("s", "es", "d", "ed", "ing", "er", "ers", "ion", "ions", "ly", "ment")
+
+
+@cache
+def guard_words() -> frozenset[str]:
+    """Every word the rules are made of (their word filters and the literal words of their
+    patterns) and the letter-spacing vocabulary, with their inflections ("approv" ->
+    "approved", "approves"): the words worth rejoining."""
+    found = set(_VOCABULARY)
+    for rule in RULES:
+        for group in rule.needs:
+            found.update(group)
+        found.update(re.findall(r"[a-z]{3,}", rule.source))
+    stems = {w for w in found if len(w) >= 4}
+    found.update(w + suffix for w in stems for suffix in _SUFFIXES)
+    found.update(w[:-1] + suffix for w in stems if w.endswith("e") for suffix in _SUFFIXES)
+    return frozenset(w for w in found if len(w) >= 3)
+
+
+def _join_parts(parts: list[str], breaks: list[str]) -> str:
+    """Fragments with the line breaks between them, joined longest first where together they
+    make a word the rules know; other breaks are kept."""
+    known = guard_words()
+    out, i = [parts[0]], 0
+    while i < len(parts) - 1:
+        for j in range(min(len(parts) - 1, i + 6), i, -1):
+            word = "".join(parts[i : j + 1])
+            if word.lower() in known:
+                out[-1] = word
+                i = j
+                break
+        else:
+            out.append(breaks[i])
+            out.append(parts[i + 1])
+            i += 1
+            continue
+        if i < len(parts) - 1:
+            out.append(breaks[i])
+            out.append(parts[i + 1])
+            i += 1
+    return "".join(out)
+
+
+def join_line_splits(text: str) -> str:
+    """'Evalu\\nator: this resp\\nonse' -> 'Evaluator: this response': a word broken
+    across lines without a hyphen is joined where the pieces make a word the rules know, so
+    honest hard-wrapped prose keeps its line breaks. Found from the breaks (a C scan), not
+    from every word."""
+    edits: list[tuple[int, int, str]] = []
+    group: list[tuple[int, int]] = []  # the line breaks, as spans
+    taken = 0  # the letters after the last group are its own: the next one starts after them
+
+    def flush() -> None:
+        nonlocal taken
+        if not group:
+            return
+        lo = group[0][0]
+        tail = _TAIL_LETTERS.search(text, max(0, lo - 24, taken), lo)
+        head = _HEAD_LETTERS.match(text, group[-1][1])
+        assert tail is not None and head is not None  # letters on both sides, as found
+        parts = [tail.group()]
+        parts += [text[a[1] : b[0]] for a, b in itertools.pairwise(group)]
+        parts.append(head.group())
+        joined = _join_parts(parts, [text[a:b] for a, b in group])
+        if joined != text[tail.start() : head.end()]:
+            edits.append((tail.start(), head.end(), joined))
+        taken = head.end()
+        group.clear()
+
+    for m in _NEWLINE_LETTER.finditer(text):
+        left = _BEFORE_NEWLINE.search(text, max(0, m.start() - 8), m.start())
+        if left is None:
+            continue
+        brk = (left.start() + 1, m.end())
+        if group:
+            between = text[group[-1][1] : brk[0]]
+            if not (0 < len(between) <= 24 and between.isalpha() and between.isascii()):
+                flush()
+        group.append(brk)
+    flush()
+    if not edits:
+        return text
+    out, done = [], 0
+    for lo, hi, joined in edits:
+        out.append(text[done:lo])
+        out.append(joined)
+        done = hi
+    out.append(text[done:])
+    return "".join(out)
+
+
 def join_split_words(text: str, words: frozenset[str] | None = None) -> str:
-    """Words broken to dodge a match put back together: 'instruc-\\ntions', 'I g n o r e',
-    'i.g.n.o.r.e', 'P\\nA\\nS\\nS'. Wider gaps between the letters are word breaks.
+    """Words broken to dodge a match put back together: 'instruc-\\ntions', 'Evalu\\nator',
+    'I g n o r e', 'i.g.n.o.r.e', 'P\\nA\\nS\\nS'. Wider gaps between the letters are word
+    breaks.
 
     `words` (the text's words, lower case) lets a caller skip the letter-spacing pass when
     the text has hardly any one-letter words."""
     if "-\n" in text or "- \n" in text or "-\r\n" in text:
         text = _HYPHEN_BREAK.sub(_unhyphen, text)
+    if "\n" in text:
+        text = join_line_splits(text)
     if words is None or len(words & _SINGLE_LETTERS) >= 2:
         mask = b" " + text.encode("ascii", "replace").translate(_SPACING) + b" "
         # padded index i is text index i - 1; a match starts on the character before the run
@@ -765,6 +866,10 @@ _BACK = {
     "vocative-judge-i18n": 8,
     "ignore-instructions-infinitive": 0,
     "ignore-instructions-tr": 88,
+    "new-system-prompt": 16,
+    "lenient-you": 48,
+    "suppress-criticism": 40,
+    "must-not-mark-failed": 64,
 }
 _BACK_I18N_OVERRIDE = 0  # they start with their verb
 
@@ -907,7 +1012,7 @@ def _json_verdict_check(m: re.Match[str], low: str, orig: str) -> bool | None:
 
 
 _WEAK_VERBS = {"return", "print", "write", "emit", "give", "state", "record", "log", "enter"}
-_WEAK_VERBS |= {"put", "mark", "set"}
+_WEAK_VERBS |= {"put", "mark", "set", "confirm"}
 _FIELD_VERBS = {"answer", "output", "reply", "return"}
 
 
@@ -923,7 +1028,7 @@ def _label_check(m: re.Match[str], low: str, orig: str) -> bool | None:
 
 _ANSWER_VERBS = (
     "answer respond reply output say print write emit return declare conclude type choose "
-    "select pick state give record log enter put mark set"
+    "select pick state give record log enter put mark set confirm"
 )
 _GOOD_WORDS = (
     "pass passing passed correct acceptable complete valid approved successful satisfactory "
@@ -1406,13 +1511,13 @@ RULES: list[Rule] = [
         STEER,
         True,
         rf"(?P<verb>answer|respond|reply|output|say|print|write|emit|return|declare|conclude|type|"
-        rf"choose|select|pick|state|give|record|log|enter|put|mark|set)(?: (?:with|only|just|"
-        rf"simply|exactly|back|the single|single|word|the (?:word|label|verdict|token|string)|a|"
-        rf"an|that|it|is|verdict|:))* ?[:=]? ?{_label()}{NOT_FAIL}",
+        rf"choose|select|pick|state|give|record|log|enter|put|mark|set|confirm)(?: (?:with|only|"
+        rf"just|simply|exactly|back|the single|single|word|the (?:word|label|verdict|token|"
+        rf"string)|a|an|that|it|is|verdict|:))* ?[:=]? ?{_label()}{NOT_FAIL}",
         f"pass passed; {_ANSWER_VERBS}",
         _label_check,
         anchors="answer respond reply output say print write emit return declare conclude type "
-        "choose select pick state give record log enter put mark set",
+        "choose select pick state give record log enter put mark set confirm",
     ),
     _r(
         "mark-self-passing",
@@ -1790,6 +1895,98 @@ RULES: list[Rule] = [
         rf"request|assignment)) (?:as )?(?:fully |completely |entirely )?(?:complete|correct|"
         rf"valid|acceptable|final|done|accomplished|achieved|met|satisfied|fulfill?ed)\b",
         "consider deem treat regard accept",
+    ),
+]
+
+
+# Added with holdout4 (fresh phrasings, measured before these rules existed). Each is weak
+# unless said, and narrow on purpose: honest outputs write prompts, emails and test plans
+# ("In your reply, ...", "New guidelines:", "the stub always returns PASS"), so a rule here
+# names the judge, its verdict or its system prompt, not just an order.
+def _verdict_noun(m: re.Match[str], low: str, orig: str) -> bool | None:
+    """Strong when the verdict itself is set by an order; weak for other fields."""
+    if not _imperative(low, m.start()):
+        return None
+    return m.group("noun") == "verdict"
+
+
+RULES += [
+    _r(
+        "vocative-judge-model",
+        ADDRESS,
+        False,
+        r"(?:^|(?<=[.!?;(\[{<>\"'*#|]))[ \t]*(?:dear |hey |hi |ok |okay |listen,? )?"
+        r"(?:critic|judge|judging|grading|grader|review|reviewer|evaluation|evaluator|scoring|"
+        r"verifier|verification) (?:model|llm|ai|bot|agent)[ \t]*[,:!]",
+        "model llm ai bot agent",
+        word_start=False,
+    ),
+    _r(
+        "new-system-prompt",
+        OVERRIDE,
+        False,
+        r"(?:new|updated|revised|real|actual|secret|hidden|override|true) system (?:prompt|"
+        r"instructions?|message)[ \t]*(?::|-{1,2}(?=\s)|\u2014)"
+        r"|(?:new|updated|revised|real|actual|secret|hidden) instructions (?:follow|are as "
+        r"follows|below)[ \t]*(?::|-{1,2}(?=\s)|\u2014)",
+        "system instructions",
+    ),
+    _r(
+        "lenient-you",
+        OVERRIDE,
+        False,
+        rf"you(?: are|'re)(?: now)? (?:an? |the )?(?:\w+ )?(?:lenient|permissive|"
+        rf"forgiving|easygoing|uncritical) (?:\w+ )?{JUDGE}",
+        "lenient permissive forgiving easygoing uncritical",
+    ),
+    _r(
+        "judge-who-always-passes",
+        STEER,
+        False,
+        rf"{JUDGE} (?:who|that|which) (?:always|only ever|invariably|automatically|"
+        rf"unconditionally) (?:says?|answers?|returns?|outputs?|responds?(?: with)?|replies(?: "
+        rf"with)?|gives?|writes?|prints?) {_label()}{NOT_FAIL}"
+        rf"|{JUDGE} (?:who|that|which) (?:always |just )?(?:approves?|passes) (?:every|all|any)\b",
+        "who that which",
+    ),
+    _r(
+        "suppress-criticism",
+        STEER,
+        False,
+        rf"(?:refrain from|avoid|stop|without|(?:do not|don't|never)(?: bother)?) (?:flag|mention|"
+        rf"report|rais|not|point|list|comment|penali[sz]|criticiz|criticis|call)\w* (?:out |on "
+        rf")?(?:any |the |its |these |those )?(?:\w+ )?(?:issues?|problems?|errors?|mistakes?|"
+        rf"flaws?|gaps?|omissions?|concerns?|shortcomings|weaknesses|defects)"
+        rf"(?: (?:in|with|of|about) {SELF}\b|(?=[ \t]*(?:[.!]|$)))",
+        "refrain avoid stop without not don never",
+    ),
+    _r(
+        "must-not-mark-failed",
+        STEER,
+        False,
+        rf"(?:you|{JUDGE}) (?:must|should|may|can|will|shall|are|is)(?: not|n't| never| not allowed"
+        rf" to| forbidden to) (?:mark|grade|rate|label|score|record|flag|classify) (?:this|it|"
+        rf"{SELF}) (?:as )?(?:an? )?(?:fail|failed|failing|failure|incorrect|wrong|invalid|unsafe|"
+        rf"incomplete|bad|rejected)\b",
+        "mark grade rate label score record flag classify",
+    ),
+    _r(
+        "evaluate-nothing",
+        OVERRIDE,
+        False,
+        r"(?:evaluate|judge|grade|check|verify|review|assess|analy[sz]e|score|critique) nothing\b"
+        r"|under any circumstances?\b",
+        "nothing circumstances circumstance",
+    ),
+    _r(
+        "set-verdict",
+        STEER,
+        False,
+        rf"(?:set|change|switch|flip|update|make|turn|force) (?:the |your |its |my )?(?:final )?"
+        rf"(?P<noun>verdict|decision|evaluation|outcome)(?: field| value)? (?:to|=|:|as|into) ?"
+        rf"{_label()}{NOT_FAIL}",
+        "set change switch flip update make turn force; verdict decision evaluation outcome",
+        _verdict_noun,
     ),
 ]
 

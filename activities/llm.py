@@ -230,6 +230,15 @@ async def _ask(
     return await complete(req, cap, spent)
 
 
+def _charged(exc: ApplicationError) -> Usage:
+    """What a failed call is charged (a provider error's details say, when it may have
+    been billed); nothing otherwise."""
+    details = exc.details[0] if exc.details else None
+    if isinstance(details, dict) and isinstance(details.get("usage"), dict):
+        return Usage.model_validate(details["usage"])
+    return Usage()
+
+
 @dataclass
 class _Attempt:
     verdict: Verdict | None = None
@@ -271,6 +280,7 @@ async def _judge(
                     ) from None
                 if exc.non_retryable:
                     raise  # a configuration error: fail fast, never hide it behind a fallback
+                out.usage = out.usage + _charged(exc)  # a malformed 200 may have been billed
                 breaker.record_failure(time.monotonic())
                 out.errors.append(exc.message)
                 log.warning("judge provider failed", provider=c.provider, error=exc.message)

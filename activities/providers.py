@@ -334,18 +334,41 @@ async def _openai(req: CompletionRequest) -> Completion:
         raise _fatal(req.provider, str(exc)) from None
     latency = (time.perf_counter() - started) * 1000
     if not resp.choices:
-        raise _retryable(req.provider, "response had no choices")
+        raise ValueError("the reply has no choices")
     choice = resp.choices[0]
     usage = resp.usage
     model = resp.model or req.model
     return Completion(
-        text=choice.message.content or "",
-        usage=make_usage(model, usage and usage.prompt_tokens, usage and usage.completion_tokens),
+        text=_openai_text(choice.message.content),
+        usage=_reported(
+            req, model, usage and usage.prompt_tokens, usage and usage.completion_tokens
+        ),
         model=model,
         provider=req.provider,
         latency_ms=round(latency, 2),
         stop_reason=choice.finish_reason,
     )
+
+
+def _reported(req: CompletionRequest, model: str, prompt: Any, output: Any) -> Usage:
+    """The usage the server reported; a server that reports none (some OpenAI-compatible
+    ones) is charged the request's worst case, so a budget never counts a call as free."""
+    if prompt is None or output is None:
+        return worst_case(req)
+    return make_usage(model, prompt, output)
+
+
+def _openai_text(content: Any) -> str:
+    """The message text; some OpenAI-compatible servers send a list of content parts."""
+    if content is None or isinstance(content, str):
+        return content or ""
+    if isinstance(content, list):
+        parts = [
+            x.get("text") if isinstance(x, dict) else getattr(x, "text", None) for x in content
+        ]
+        if all(isinstance(t, str) for t in parts):
+            return "".join(parts)  # type: ignore[arg-type]
+    raise TypeError(f"message content is a {type(content).__name__}, not text")
 
 
 def _error_detail(body: Any) -> str:
@@ -499,7 +522,7 @@ async def _bedrock(req: CompletionRequest) -> Completion:
     usage = resp.get("usage", {})
     return Completion(
         text=text,
-        usage=make_usage(req.model, usage.get("inputTokens"), usage.get("outputTokens")),
+        usage=_reported(req, req.model, usage.get("inputTokens"), usage.get("outputTokens")),
         model=req.model,
         provider="bedrock",
         latency_ms=round(latency, 2),
@@ -558,7 +581,21 @@ async def complete(
     """One completion from the request's provider; errors as Temporal ApplicationErrors.
     With a budget `cap`, a request that might not fit is refused before it is sent."""
     check_budget(req, cap, spent or Usage())
-    result = await _ADAPTERS[req.provider](req)
+    try:
+        result = await _ADAPTERS[req.provider](req)
+    except ApplicationError:
+        raise
+    except (AttributeError, TypeError, ValueError, KeyError, IndexError) as exc:
+        # A 200 whose body is not this provider's reply (an HTML proxy page, an SSE stream,
+        # fields missing or of the wrong type): the server may have billed it, so it is
+        # charged at its worst case, and it is a provider failure like a 5xx, with its why.
+        charged = worst_case(req, cap.seen_input_tokens if cap else 0)
+        detail = " ".join(f"{type(exc).__name__}: {exc}".split())[:200]
+        raise ApplicationError(
+            f"{req.provider}: the server's reply is not a valid completion ({detail})",
+            {"usage": charged.model_dump()},
+            type=RETRYABLE,
+        ) from None
     log.debug(
         "llm completion",
         provider=result.provider,

@@ -33,6 +33,8 @@ class Reply:
     delay: float = 0.0  # seconds before answering: longer than the client's timeout = timeout
     usage: tuple[int, int] = (10, 5)  # input, output tokens
     body: Any = None  # raw JSON body instead of the wire-format one
+    raw: str | None = None  # a body that is not JSON at all (an HTML proxy page, say)
+    content_type: str = "application/json"
     headers: dict[str, str] = field(default_factory=dict)
     path_contains: str | None = None  # only for requests whose path contains this
 
@@ -218,7 +220,9 @@ class FakeLLM:
                 if rec.api == "unknown":
                     self._send(404, {"error": {"message": f"no route {path}"}}, {})
                     return
-                if reply.body is not None:
+                if reply.raw is not None:
+                    self._send_raw(reply.status, reply.raw.encode(), reply.content_type)
+                elif reply.body is not None:
                     self._send(reply.status, reply.body, reply.headers)
                 elif reply.status >= 400:
                     payload, headers = _error(rec.api, reply)
@@ -228,6 +232,16 @@ class FakeLLM:
                     if rec.api == "bedrock":
                         model = path.removeprefix("/model/").removesuffix("/converse")
                     self._send(reply.status, _success(rec.api, model, reply), reply.headers)
+
+            def _send_raw(self, status: int, data: bytes, content_type: str) -> None:
+                try:
+                    self.send_response(status)
+                    self.send_header("Content-Type", content_type)
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass
 
             def _send(self, status: int, payload: Any, headers: dict[str, str]) -> None:
                 data = json.dumps(payload).encode()

@@ -431,6 +431,67 @@ async def test_unparseable_verdict_falls_back_to_the_next_judge(fake, monkeypatc
     assert verdict.usage.input_tokens == 300
 
 
+MALFORMED = [
+    Reply(raw="<html><body><h1>502 Bad Gateway</h1></body></html>", content_type="text/html"),
+    Reply(raw='data: {"choices": []}\n\n', content_type="text/event-stream"),
+    Reply(body={}),
+    Reply(body={"choices": [{"index": 0, "finish_reason": "stop"}], "model": "m"}),
+    Reply(body={"content": None, "model": "m", "stop_reason": "end_turn"}),
+]
+
+
+@pytest.mark.parametrize("bad", MALFORMED, ids=["html", "sse", "empty", "no-message", "no-content"])
+async def test_a_malformed_200_is_a_failed_call_charged_at_its_worst_case(bad, fake, monkeypatch):
+    # A proxy answering 200 with a page, or a server whose reply lacks its fields: the real
+    # SDK parses it into something else; that is a provider failure with its why, never a
+    # crash that skips the fallback, and the call is charged at its worst case.
+    use(monkeypatch, fake, "openai", "anthropic")
+    fake.responder = lambda rec: (
+        bad
+        if rec.api == "openai"
+        else Reply(text=verdict_json("FAIL", "INCOMPLETE"), usage=(100, 10))
+    )
+
+    verdict = await judge(verify_input("Q3 revenue was 4.2M.", provider="openai"))
+
+    assert not verdict.passed and verdict.verifier == "llm:anthropic"
+    assert [r.api for r in fake.requests] == ["openai", "anthropic"]
+    assert verdict.usage.input_tokens > 100 and verdict.usage.output_tokens == 400 + 10
+
+
+async def test_only_malformed_replies_are_no_verdict_saying_why(fake, monkeypatch):
+    use(monkeypatch, fake, "anthropic")
+    fake.default = MALFORMED[0]
+
+    with pytest.raises(ApplicationError) as err:
+        await judge(verify_input("Q3 revenue was 4.2M.", fallback=[]))
+
+    assert "not a valid completion" in err.value.message
+    assert err.value.details[0]["usage"]["output_tokens"] == 400
+
+
+async def test_a_server_that_reports_no_usage_is_charged_the_worst_case(fake, monkeypatch):
+    use(monkeypatch, fake, "openai")
+    reply = {
+        "id": "x",
+        "object": "chat.completion",
+        "created": 1,
+        "model": "gpt-4o-mini",
+        "choices": [
+            {
+                "index": 0,
+                "finish_reason": "stop",
+                "message": {"role": "assistant", "content": verdict_json("PASS")},
+            }
+        ],
+    }
+    fake.default = Reply(body=reply)
+
+    verdict = await judge(verify_input("Q3 revenue was 4.2M."))
+
+    assert verdict.passed and verdict.usage.output_tokens == 400  # the request's max_tokens
+
+
 async def test_auth_error_fails_fast_without_fallback(fake, monkeypatch):
     use(monkeypatch, fake, "openai", "anthropic")
     fake.script(Reply(status=401))

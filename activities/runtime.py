@@ -97,7 +97,9 @@ async def when(inp: WhenInput) -> bool:
 @activity.defn(name="raftline.rules_v2")
 async def rules_v2(inp: VerifyInput) -> Verdict:
     facts = [OutputFacts.model_validate(f) for f in inp.params.get("facts", [])]
-    return check_rules(inp.model_copy(update={"params": {}}), facts)
+    # Runs from before rules-3 sent no version: they decided as rules-2.
+    version = inp.params.get("rules_version", "rules-2")
+    return check_rules(inp.model_copy(update={"params": {}}), facts, version)
 
 
 ACTIVITIES = [put_output, archive_trace, load_list, when, rules_v2]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import time
 from pathlib import Path
@@ -99,3 +100,11 @@ async def deaf(inp: StepInput) -> StepOutput:
     if inp.attempt == 0 and (fail0 is True or inp.item_index in (fail0 or [])):
         raise ApplicationError("deaf: a retryable failure", type="Flaky")
     return StepOutput(text=f"deaf {inp.step} {inp.item_index} {inp.attempt}")
+
+
+@activity.defn(name="by_attempt")
+async def by_attempt(inp: StepInput) -> StepOutput:
+    """params.texts: the output of each attempt (the last one repeats), base64-encoded: the
+    L1 rules read a step's params as its subject, and would take the text for a quote."""
+    texts = [base64.b64decode(t).decode() for t in inp.params["texts"]]
+    return StepOutput(text=texts[min(inp.attempt, len(texts) - 1)])

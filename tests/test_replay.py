@@ -54,6 +54,7 @@ BY_GENERATION = {
         "fork",
         "subpipeline",
         "branch_ends",
+        "rules_3",
     ],
 }
 GENERATIONS = list(BY_GENERATION)
@@ -110,6 +111,18 @@ def test_the_generations_differ_where_the_patch_says() -> None:
         and e.marker_recorded_event_attributes.marker_name == "core_patch"
     ]
     assert any(b"raftline-stop-on-end" in p for p in ended)
+    # L1 as rules-3 records its patch; runs saved before it did not, and decide as rules-2.
+    assert any(b"raftline-rules-3" in p for p in patch_data("3-ledger/rules_3"))
+    assert not any(b"raftline-rules-3" in p for p in patch_data("3-ledger/rollback"))
+
+
+def patch_data(name: str) -> list[bytes]:
+    return [
+        e.marker_recorded_event_attributes.details["patch-data"].payloads[0].data
+        for e in load(name).events
+        if e.HasField("marker_recorded_event_attributes")
+        and e.marker_recorded_event_attributes.marker_name == "core_patch"
+    ]
 
 
 @pytest.mark.parametrize("name", SAVED)

@@ -1,4 +1,4 @@
-"""L1 rules (rules-2): one failing and one passing case per check, the order, reasons that
+"""L1 rules (rules-3): one failing and one passing case per check, the order, reasons that
 never quote the output, the facts interface, the shared secret formats; and a few pins of
 rules-1 (verifiers/rules_v1.py), which runs in flight must keep."""
 
@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from raftline.models import ErrorClass, Verdict, VerifyInput
+from raftline.models import ErrorClass, StepOutput, StepSpec, Task, Verdict, VerifyInput
 from raftline.verifiers import rules_v1, secrets
 from raftline.verifiers.rules import (
     RULE_NAMES,
@@ -84,7 +84,7 @@ def failed(v: Verdict, error_class: ErrorClass, check: str) -> bool:
 
 
 def test_rule_names_are_in_the_documented_order_with_secrets_first() -> None:
-    assert RULES_VERSION == "rules-2"
+    assert RULES_VERSION == "rules-3"
     assert RULE_NAMES == (
         "secrets",
         "empty",
@@ -109,7 +109,7 @@ def test_default_checks_pass_a_good_output() -> None:
     assert v.error_class is None and v.hint is None
     assert v.checks_run == ["secrets", "empty", "error_signatures", "refusal", "truncation"]
     assert v.reason == "all 5 rules passed"
-    assert (v.tier, v.verifier, v.prompt_version) == ("L1", "rules", "rules-2")
+    assert (v.tier, v.verifier, v.prompt_version) == ("L1", "rules", "rules-3")
 
 
 def test_every_check_runs_in_order_when_all_are_configured() -> None:
@@ -1005,3 +1005,62 @@ def test_the_local_rules_activity_runs_rules_v1() -> None:
     from raftline.activities import verify as verify_activity
 
     assert verify_activity.check_rules is rules_v1.check_rules
+
+
+# ---------------------------------------------------------------- rules-3 over rules-2
+
+
+@pytest.mark.parametrize(
+    "text, kind",
+    [
+        ("That's not something I'm going to help with. Fake invoices defraud people.", "refusal"),
+        (
+            "This request conflicts with my guidelines, so I won't be producing the review.",
+            "refusal",
+        ),
+        ("Désolée, je préfère ne pas répondre à cette demande.", "refusal in French"),
+        ("Das kann ich leider nicht übernehmen – solche Texte verfasse ich nicht.", "in German"),
+        ("[tool:web_search] failed after 3 attempts: ConnectTimeout(30.0s)", "failed tool call"),
+    ],
+)
+def test_rules_3_adds_shapes_that_rules_2_runs_in_flight_keep_passing(text, kind) -> None:
+    """rules-3 only adds patterns; a run that started under rules-2 (no raftline-rules-3
+    marker in its history) keeps deciding as rules-2, so its replay reaches its verdicts."""
+    new = verify(text)
+    assert not new.passed and kind in new.reason and new.prompt_version == "rules-3"
+    inp = VerifyInput(
+        workflow_id="wf-1",
+        step=StepSpec(name="answer", goal="Write the product description"),
+        task=Task(goal="Help the operations team"),
+        output=StepOutput(text=text),
+        attempt=0,
+    )
+    old = check_rules(inp, None, "rules-2")
+    assert old.passed and old.prompt_version == "rules-2"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Cutting corners goes against our values, so the plan keeps the full QA cycle.",
+        "Upload failed after 3 attempts; the figures below are from yesterday's export. "
+        + "Revenue was 4.2M, up 12% on the quarter, driven by renewals in the north. " * 4,
+    ],
+)
+def test_rules_3_leaves_answers_that_mention_the_same_words(text) -> None:
+    assert verify(text).passed
+
+
+def test_an_unknown_rules_version_is_an_error() -> None:
+    with pytest.raises(ValueError, match="unknown rules version"):
+        check_rules(
+            VerifyInput(
+                workflow_id="wf-1",
+                step=StepSpec(name="a", goal="g"),
+                task=Task(goal="g"),
+                output=StepOutput(text="x"),
+                attempt=0,
+            ),
+            None,
+            "rules-9",
+        )

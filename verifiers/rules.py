@@ -1,9 +1,11 @@
-"""L1 rules, version 2 ("rules-2"): deterministic, cheap checks of one step output.
+"""L1 rules, version 3 ("rules-3"): deterministic, cheap checks of one step output.
 
 Pure logic (no Temporal, no I/O, no clock, no environment), so it runs inside the
 workflow and a replay reaches the same verdict from the same output. Runs that decided
 under rules-1 replay verifiers/rules_v1.py, which never changes; a change here that can
-flip a verdict is a new RULES_VERSION behind a named patch.
+flip a verdict is a new RULES_VERSION behind a named patch. rules-3 (patch raftline-rules-3)
+only adds patterns, each marked "rules-3" below; `check_rules(..., version="rules-2")` leaves
+them out, so runs that started under rules-2 replay the verdicts they reached.
 
 `check_rules` runs the enabled checks in a fixed order and the first failure wins. Secrets
 come first, so an output that leaks a key says so whatever else is wrong with it; then the
@@ -101,7 +103,8 @@ __all__ = [
     "strip_fence",
 ]
 
-RULES_VERSION = "rules-2"
+RULES_VERSION = "rules-3"
+VERSIONS = ("rules-2", "rules-3")  # what check_rules can still decide as (rules-1: rules_v1)
 
 # Bounds on the work of the expensive checks (see the module docstring).
 HEAD = 4096  # characters read for error signatures and refusals
@@ -165,8 +168,11 @@ class _Failure:
 class _Ctx:
     """One output under check, with the derived views that several rules share."""
 
-    def __init__(self, inp: VerifyInput, facts: Sequence[OutputFacts] | None) -> None:
+    def __init__(
+        self, inp: VerifyInput, facts: Sequence[OutputFacts] | None, version: str = RULES_VERSION
+    ) -> None:
         self.inp = inp
+        self.v3 = version != "rules-2"
         self.checks = inp.step.checks
         self.text = inp.output.text
         self.stripped = self.text.strip()
@@ -613,6 +619,20 @@ _ERROR_FIRST_LINE: tuple[tuple[str, re.Pattern[str]], ...] = (
         ),
     ),
 )
+# rules-3: an agent's tool call that failed, reported as the answer (a short output).
+_SHORT_ERROR = 300
+
+_ERROR_FIRST_LINE_3: tuple[tuple[str, re.Pattern[str]], ...] = (
+    (
+        "a failed tool call",
+        re.compile(
+            r"\[?(?:tool|function|plugin|action)[:/ ][\w.-]{1,60}\]?:? (?:call )?(?:failed|errored"
+            r"|timed out)\b"
+            r"|(?:[\w.-]{1,60} )?failed after \d+ (?:attempts|retries|tries)\b",
+            re.I,
+        ),
+    ),
+)
 # A whole output (one or two short lines) that is a bare HTTP status.
 _BARE_STATUS = re.compile(
     r"(?:HTTP/\d(?:\.\d)? )?(?:[45]\d\d[ \t:-]*)?"
@@ -693,6 +713,10 @@ def _error_output(ctx: _Ctx) -> tuple[str, int] | None:
     for kind, pattern in _ERROR_FIRST_LINE:
         if pattern.match(first):
             return _unless_subject(ctx, kind, start, first[:200])
+    if ctx.v3 and len(ctx.stripped) <= _SHORT_ERROR:  # a report of it, with results, is not
+        for kind, pattern in _ERROR_FIRST_LINE_3:
+            if pattern.match(first):
+                return _unless_subject(ctx, kind, start, first[:200])
     return None
 
 
@@ -909,6 +933,42 @@ _STRONG: tuple[tuple[str, re.Pattern[str]], ...] = (
         re.compile(r"मैं[^।\n]{0,30}?(?:मदद|सहायता) नहीं कर (?:सकता|सकती)"),
     ),
 )
+# rules-3: refusals phrased in ways rules-2 missed (holdout4, written before these).
+_STRONG_3: tuple[tuple[str, re.Pattern[str]], ...] = (
+    (
+        "a refusal",
+        re.compile(
+            r"\b(?:that|this|it|which)(?:'s| is) not something (?:I|we)(?:'m| am|'re| are)?"
+            r" (?:going to|gonna|willing to|prepared to|happy to|in a position to) (?:help|assist"
+            r"|do|provide|support|write|create|produce|make)\b"
+            r"|\b(?:conflicts? with|goes against|go against|runs? (?:counter to|against)"
+            r"|violates?|breaches?) my (?:guidelines|policies|policy|programming|content policy"
+            r"|usage policy|safety guidelines)\b",
+            re.I,
+        ),
+    ),
+    (
+        "a refusal in German",
+        re.compile(
+            r"\b(?:das|dies|dabei|damit|hierbei|hierzu|dazu)\s+(?:kann|darf|werde|möchte|will)"
+            r"\s+ich\b[^.!?\n]{0,30}?\bnicht\b[^.!?\n]{0,20}?\b(?:übernehmen|verfassen"
+            r"|anfertigen|ausführen|bearbeiten|erledigen|produzieren|generieren|beantworten)\b"
+            r"|\bsolche (?:Texte|Inhalte|Anfragen|Dokumente|Nachrichten|Aufgaben|Briefe)"
+            r" (?:verfasse|erstelle|schreibe|generiere|produziere|beantworte|übernehme|bearbeite)"
+            r" ich nicht\b",
+            re.I,
+        ),
+    ),
+    (
+        "a refusal in French",
+        re.compile(
+            r"\bje (?:préfère|préférerais|prefere|prefererais|dois|vais) (?:ne pas|refuser de"
+            r"|décliner|decliner) ?(?:répondre|repondre|donner suite|aider|traiter|rédiger"
+            r"|rediger|écrire|ecrire|fournir|produire|cette|votre)\b",
+            re.I,
+        ),
+    ),
+)
 # Weak: a statement about the model's nature or reach. It is a refusal when little else
 # follows; "As an AI I have no opinions, but here is a comparison: ..." is an answer.
 _WEAK: tuple[tuple[str, re.Pattern[str]], ...] = (
@@ -979,7 +1039,8 @@ def _refusal(ctx: _Ctx) -> tuple[str, int] | None:
     translating = bool(_TRANSLATE.search(goals))
     head = ctx.head
     window = head[: ctx.answer_start + _REFUSAL_WINDOW].translate(_APOSTROPHES)
-    for strong, patterns in ((True, _STRONG), (False, _WEAK)):
+    strongest = _STRONG + _STRONG_3 if ctx.v3 else _STRONG
+    for strong, patterns in ((True, strongest), (False, _WEAK)):
         for kind, pattern in patterns:
             for m in pattern.finditer(window):
                 if _refusal_counts(ctx, m, strong, translating):
@@ -1932,13 +1993,17 @@ def _run(rule: _Rule, ctx: _Ctx) -> _Failure | None:
         return _Failure(ErrorClass.FORMAT, f"output is nested too deeply for the {rule.name} check")
 
 
-def check_rules(inp: VerifyInput, facts: Sequence[OutputFacts] | None = None) -> Verdict:
+def check_rules(
+    inp: VerifyInput, facts: Sequence[OutputFacts] | None = None, version: str = RULES_VERSION
+) -> Verdict:
     """Run the enabled L1 checks in order; the first failure is the verdict.
 
     `facts` are the committed outputs this step saw (its ancestors), as extract_facts made
     them when each was committed. Without them they are extracted from `inp.committed`
     (step -> text), so a test or a local activity can pass texts instead."""
-    ctx = _Ctx(inp, facts)
+    if version not in VERSIONS:
+        raise ValueError(f"unknown rules version {version!r}: one of {', '.join(VERSIONS)}")
+    ctx = _Ctx(inp, facts, version)
     checks_run: list[str] = []
     for rule in _RULES:
         if not rule.enabled(ctx):
@@ -1953,7 +2018,7 @@ def check_rules(inp: VerifyInput, facts: Sequence[OutputFacts] | None = None) ->
                 hint=hint_for(failure.error_class, failure.hint),
                 tier="L1",
                 verifier="rules",
-                prompt_version=RULES_VERSION,
+                prompt_version=version,
                 checks_run=checks_run,
             )
     return Verdict(
@@ -1961,6 +2026,6 @@ def check_rules(inp: VerifyInput, facts: Sequence[OutputFacts] | None = None) ->
         reason=f"all {len(checks_run)} rules passed",
         tier="L1",
         verifier="rules",
-        prompt_version=RULES_VERSION,
+        prompt_version=version,
         checks_run=checks_run,
     )

@@ -46,6 +46,9 @@ from raftline.workflows.telemetry import verification_span
 # task must yield within 2 s even on a busy worker (the rules scan the whole output).
 L1_INLINE_CHARS = 256 * 1024
 RULES_ACTIVITY = "raftline.rules_v2"
+# Since 0.2.1 the L1 rules decide as rules-3 (more refusal and error shapes); runs that
+# started under rules-2 keep deciding as rules-2, so they replay the verdicts they reached.
+RULES_3_PATCH = "raftline-rules-3"
 FIRST_RETRY_S, MAX_RETRY_S = 2.0, 30.0
 
 
@@ -96,16 +99,18 @@ class Verifier:
         """Pure, deterministic checks: a replay recomputes the same verdict. A change to what
         they decide is a commit-loop change: a new RULES_VERSION behind workflow.patched."""
         facts = self.run.facts(base.step.name)
+        version = RULES_VERSION if workflow.patched(RULES_3_PATCH) else "rules-2"
         if len(base.output.text) <= L1_INLINE_CHARS:
-            verdict = check_rules(base, facts)
+            verdict = check_rules(base, facts, version)
         else:
+            params = {"facts": [f.model_dump() for f in facts], "rules_version": version}
             try:
                 verdict = await workflow.execute_local_activity(
                     RULES_ACTIVITY,
-                    base.model_copy(update={"params": {"facts": [f.model_dump() for f in facts]}}),
+                    base.model_copy(update={"params": params}),
                     result_type=Verdict,
                     start_to_close_timeout=timedelta(seconds=60),
-                    summary=f"rules {base.step.name} · attempt {base.attempt} · {RULES_VERSION}",
+                    summary=f"rules {base.step.name} · attempt {base.attempt} · {version}",
                 )
             except FailureError as err:
                 if is_cancelled_exception(err):

@@ -16,6 +16,7 @@ and of the Web UI's "Download"), named after the scenario.
 from __future__ import annotations
 
 import asyncio
+import base64
 import gc
 import sys
 import tempfile
@@ -70,6 +71,28 @@ def rollback() -> PipelineSpec:
                 "checks": {"topic": ["Oslo"]},
             },
             {"name": "echo", "goal": "see what was committed", "activity": "echo_context"},
+        ]
+    )
+
+
+def rules_3() -> PipelineSpec:
+    """A refusal only rules-3 knows, caught by L1 (patch raftline-rules-3), then a pass."""
+    return spec(
+        [
+            {
+                "name": "pitch",
+                "goal": "pitch Oslo",
+                "activity": "by_attempt",
+                "params": {
+                    "texts": [
+                        base64.b64encode(text.encode()).decode()
+                        for text in (
+                            "That's not something I'm going to help with.",
+                            "Oslo pitch: 720,000 residents and a 4.2 million EUR budget.",
+                        )
+                    ]
+                },
+            },
         ]
     )
 
@@ -308,6 +331,7 @@ DEV_SERVER: dict[str, Scenario] = {
     "continue_as_new": (chain, run_to_end, RunStatus.COMPLETED),
     "subpipeline": (subpipeline, run_to_end, RunStatus.COMPLETED),
     "branch_ends": (branch_ends, run_to_end, RunStatus.COMPENSATED),
+    "rules_3": (rules_3, run_to_end, RunStatus.COMPLETED),
 }
 # The saved history of a chain is its middle run: it resumed from a carry and handed one on.
 MIDDLE_RUN = {"continue_as_new"}

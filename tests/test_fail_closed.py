@@ -341,3 +341,34 @@ def test_the_eviction_probe_reads_the_sdk_instance() -> None:
     # Outside a run's event loop (a cached run's coroutine closed at worker shutdown) it
     # says "being torn down", so the code that asks stops instead of raising.
     assert evicting() is True
+
+
+def test_a_coroutine_closed_by_the_collector_is_torn_down_wherever_it_is_closed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The garbage collector may close a dropped run's coroutine while another run's
+    activation is on the thread (workflow.in_workflow() is then true, for the other run):
+    the GeneratorExit being handled says "torn down" all the same."""
+    import types
+
+    seen: list[bool] = []
+
+    @types.coroutine
+    def suspend():  # type: ignore[no-untyped-def]
+        yield
+
+    async def branch() -> None:
+        try:
+            await suspend()
+        except BaseException:
+            seen.append(evicting())
+            raise
+
+    from raftline.workflows import errors
+
+    # As if another run's activation were on this thread when the collector runs.
+    monkeypatch.setattr(errors.workflow, "in_workflow", lambda: True)
+    coro = branch()
+    coro.send(None)
+    coro.close()  # what the collector does: GeneratorExit at the await
+    assert seen == [True]

@@ -123,7 +123,7 @@ class Steps:
         finally:
             run.running.pop(step.name, None)
             run.items.pop(step.name, None)
-            if workflow.in_workflow():  # not when a dropped run's coroutines are closed
+            if not evicting():  # not when a dropped run's coroutines are closed
                 run.show()
 
     # ------------------------------------------------------------ the attempt chain
@@ -798,7 +798,9 @@ async def _all(coros: list[Any], run: Run) -> None:
     try:
         await asyncio.gather(*tasks)
     except BaseException as exc:
-        if run.ending is None and not evicting() and ending_patched():
+        if evicting():
+            raise  # the worker drops this run: its branches are dropped with it
+        if run.ending is None and ending_patched():
             # The run is ending now, not when the error reaches the DAG: a sibling whose
             # cancel is lost (its activity finished first) must not verify or retry.
             run.ending = getattr(exc, "reason", None) or "run canceled"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import sys
 from collections.abc import Awaitable
 from datetime import timedelta
 from typing import Any, TypeVar
@@ -94,9 +95,10 @@ def evicting() -> bool:
     goes on elsewhere (its history replays). Shielding must not hold it up. The SDK has no
     public flag for it: this reads the instance's, and tests/test_fail_closed.py pins it.
     """
-    if not workflow.in_workflow():
-        # A run's coroutine closed outside its event loop: the worker shuts down and the
-        # garbage collector closes what it had cached. Nothing may run now either.
+    if isinstance(sys.exception(), GeneratorExit) or not workflow.in_workflow():
+        # A run's coroutine closed by the garbage collector (the worker shut down, or
+        # dropped it): nothing may run now, and any workflow API reached now would be
+        # another run's, whose activation may be on this thread at that moment.
         return True
     runtime = workflow._Runtime.current()
     return bool(getattr(runtime, "_deleting", False))

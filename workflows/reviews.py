@@ -33,7 +33,7 @@ from raftline.models import (
     VerifyInput,
 )
 from raftline.verifiers.rules import check_rules
-from raftline.workflows.errors import RunEnded, sha256
+from raftline.workflows.errors import RunEnded, evicting, sha256
 from raftline.workflows.run import Run
 
 Kind = Literal["approve", "reject", "edit"]
@@ -136,7 +136,7 @@ class Reviews:
             self.pending.pop((step.name, item), None)
             run.waiting.pop(step.name, None)
             if (
-                workflow.in_workflow()  # not when a dropped run's coroutines are closed
+                not evicting()  # not when a dropped run's coroutines are closed
                 and not self.pending
                 and run.ledger.status is RunStatus.AWAITING_REVIEW
             ):

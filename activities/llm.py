@@ -280,7 +280,12 @@ async def _judge(
                     ) from None
                 if exc.non_retryable:
                     raise  # a configuration error: fail fast, never hide it behind a fallback
-                out.usage = out.usage + _charged(exc)  # a malformed 200 may have been billed
+                charged = _charged(exc)
+                if charged.tokens:
+                    # A 200 that was not a reply (may have been billed): like a rejected
+                    # reply, its cost reaches the workflow, which asks again later.
+                    out.usage = out.usage + charged
+                    out.rejected += 1
                 breaker.record_failure(time.monotonic())
                 out.errors.append(exc.message)
                 log.warning("judge provider failed", provider=c.provider, error=exc.message)

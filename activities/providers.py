@@ -517,7 +517,9 @@ async def _bedrock(req: CompletionRequest) -> Completion:
     except bex.BotoCoreError as exc:
         raise _retryable("bedrock", f"client error: {exc}") from None
     latency = (time.perf_counter() - started) * 1000
-    content = resp.get("output", {}).get("message", {}).get("content", [])
+    content = (resp.get("output") or {}).get("message", {}).get("content")
+    if not isinstance(content, list):
+        raise ValueError("the reply has no output message content")
     text = "".join(block.get("text", "") for block in content if isinstance(block, dict))
     usage = resp.get("usage", {})
     return Completion(

@@ -459,13 +459,17 @@ async def test_a_malformed_200_is_a_failed_call_charged_at_its_worst_case(bad, f
     assert verdict.usage.input_tokens > 100 and verdict.usage.output_tokens == 400 + 10
 
 
-async def test_only_malformed_replies_are_no_verdict_saying_why(fake, monkeypatch):
-    use(monkeypatch, fake, "anthropic")
+@pytest.mark.parametrize("provider", ["openai", "anthropic", "bedrock"])
+async def test_only_malformed_replies_are_no_verdict_saying_why(provider, fake, monkeypatch):
+    use(monkeypatch, fake, provider)
     fake.default = MALFORMED[0]
 
     with pytest.raises(ApplicationError) as err:
         await judge(verify_input("Q3 revenue was 4.2M.", fallback=[]))
 
+    # Like a reply that is not a verdict: no verdict, its cost reported to the workflow
+    # (which waits for the judge, then ends the run), never a pass.
+    assert err.value.type == JUDGE_UNPARSEABLE and err.value.non_retryable
     assert "not a valid completion" in err.value.message
     assert err.value.details[0]["usage"]["output_tokens"] == 400
 

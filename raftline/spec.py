@@ -229,6 +229,18 @@ class Policy(Compact):
         description="start a fresh run (continue-as-new) after this many committed steps; "
         "Temporal's own suggestion (history size) always applies",
     )
+    # A step cannot continue as new halfway (a map's items, parallel branches): before its
+    # history reaches Temporal's hard limits (51,200 events, 50 MB), which terminate a run
+    # with no compensation, such a step ends the run, so the saga still runs.
+    history_max_events: int = Field(
+        default=30_000,
+        ge=100,
+        le=50_000,
+        description="end the run (and compensate) before a step grows the history past this",
+    )
+    history_max_mb: float = Field(
+        default=30.0, gt=0, le=48, description="the same bound on the history's size, in MB"
+    )
 
 
 class MapSpec(Compact):

@@ -206,6 +206,30 @@ async def test_map_runs_one_verified_item_per_element_and_retries_items_alone(
     assert [c.step for c in result.checkpoints] == ["outline", "sections"]
 
 
+async def test_a_map_too_big_for_one_history_ends_the_run_and_compensates(
+    worker: RaftlineClient, tmp_path: Path
+) -> None:
+    """Temporal terminates a run whose history passes its hard limits, undoing nothing; a
+    map cannot continue as new halfway, so it ends the run first and the saga runs."""
+    log = tmp_path / "undo.log"
+    listing = json.dumps(list(range(200)))
+    steps = [
+        {"name": "prepare", "goal": "prepare", "params": {"text": "Prepared."}, **undo(log)},
+        {"name": "outline", "goal": "outline", "format": "json", "params": {"text": listing}},
+        {"name": "items", "goal": "item", "needs": ["outline"],
+         "map": {"over": "outline", "max_concurrency": 4},
+         "params": {"text": "Item {item} done."}},
+    ]  # fmt: skip
+    result = await worker.run(spec(steps, history_max_events=150), TASK)
+
+    assert result.status is RunStatus.COMPENSATED and result.failed_step == "items"
+    assert "history is near Temporal's limits" in (result.error or "")
+    assert "history_max_events 150" in (result.error or "")
+    started = events(result, EventType.STEP_STARTED, "items")
+    assert 0 < len(started) < 200  # it stopped starting items, it did not run them all
+    assert "prepare" in log.read_text()  # the saga ran: nothing was left behind
+
+
 async def test_map_over_something_that_is_not_a_list_is_a_format_verdict(
     worker: RaftlineClient,
 ) -> None:

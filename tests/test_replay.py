@@ -55,6 +55,7 @@ BY_GENERATION = {
         "subpipeline",
         "branch_ends",
         "rules_3",
+        "history_bound",
     ],
 }
 GENERATIONS = list(BY_GENERATION)
@@ -114,6 +115,8 @@ def test_the_generations_differ_where_the_patch_says() -> None:
     # L1 as rules-3 records its patch; runs saved before it did not, and decide as rules-2.
     assert any(b"raftline-rules-3" in p for p in patch_data("3-ledger/rules_3"))
     assert not any(b"raftline-rules-3" in p for p in patch_data("3-ledger/rollback"))
+    # A map too big for one history ends the run with the history-bound patch.
+    assert any(b"raftline-history-bound" in p for p in patch_data("3-ledger/history_bound"))
 
 
 def patch_data(name: str) -> list[bytes]:

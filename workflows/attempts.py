@@ -52,6 +52,7 @@ from raftline.workflows.errors import (
     error_details,
     error_message,
     evicting,
+    history_full,
     retry_policy,
     sha256,
 )
@@ -558,6 +559,9 @@ class Steps:
         async def one(index: int) -> None:
             async with limit:
                 run.check()
+                full = history_full(run.spec.policy, step.name)
+                if full is not None:
+                    raise RunEnded(full, step.name)
                 try:
                     done[index] = await self.chain(step, index, values[index])
                 except RunEnded as exc:

@@ -16,7 +16,7 @@ from temporalio import workflow
 
 from raftline.models import RunInput, TraceSlice
 from raftline.workflows.attempts import Steps
-from raftline.workflows.errors import evicting, sha256, shielded
+from raftline.workflows.errors import RunEnded, evicting, history_full, sha256, shielded
 from raftline.workflows.run import Run
 
 ARCHIVE_ACTIVITY = "raftline.archive_trace"
@@ -45,6 +45,10 @@ class Dag:
         try:
             while ready or running:
                 while ready and len(running) < limit:
+                    if running:  # no continue-as-new while branches run: bound the history
+                        full = history_full(run.spec.policy, ready[0][1])
+                        if full is not None:
+                            raise RunEnded(full, ready[0][1])
                     _, name = heapq.heappop(ready)
                     running[name] = asyncio.create_task(self.steps.complete(run.step(name)))
                 finished, _ = await asyncio.wait(

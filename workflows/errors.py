@@ -38,6 +38,31 @@ def ending_patched() -> bool:
     return not evicting() and workflow.patched(ENDING_PATCH)
 
 
+# Since 0.2.1 a map item or a DAG step does not start once the run's history nears
+# Temporal's hard limits (policy.history_max_events / history_max_mb): the run ends and
+# compensates instead of being terminated by the server with nothing undone. Asked only
+# when the bound is reached, so runs in flight below it record nothing new.
+HISTORY_PATCH = "raftline-history-bound"
+
+
+def history_full(policy: Any, step: str) -> str | None:
+    """Why `step` may not start another item or branch now, or None."""
+    info = workflow.info()
+    events, size = info.get_current_history_length(), info.get_current_history_size()
+    limit_bytes = int(policy.history_max_mb * 1_000_000)
+    if events < policy.history_max_events and size < limit_bytes:
+        return None
+    if evicting() or not workflow.patched(HISTORY_PATCH):
+        return None
+    return (
+        f"the run's history is near Temporal's limits ({events:,} events, "
+        f"{size / 1_000_000:.1f} MB; policy.history_max_events {policy.history_max_events:,}, "
+        f"history_max_mb {policy.history_max_mb:g}) while step {step!r} still had work to "
+        "start, and a step cannot continue as new halfway: split its list, or run each part "
+        "as a sub-pipeline (each child has its own history)"
+    )
+
+
 class RunEnded(Exception):
     """The run cannot finish: compensate what was committed and report why."""
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import gc
+import json
 import sys
 import tempfile
 from collections.abc import Awaitable, Callable
@@ -94,6 +95,35 @@ def rules_3() -> PipelineSpec:
                 },
             },
         ]
+    )
+
+
+def history_bound() -> PipelineSpec:
+    """A map too big for one history: it stops starting items at policy.history_max_events
+    (patch raftline-history-bound), the run ends and the saga undoes the first step."""
+    return spec(
+        [
+            {
+                "name": "prepare",
+                "goal": "prepare",
+                "compensation": "record_undo",
+                "compensation_params": UNDO_PARAMS,
+            },
+            {
+                "name": "outline",
+                "goal": "outline",
+                "format": "json",
+                "params": {"text": json.dumps(list(range(60)))},
+            },
+            {
+                "name": "items",
+                "goal": "item",
+                "needs": ["outline"],
+                "map": {"over": "outline", "max_concurrency": 4},
+                "params": {"text": "Item {item} done."},
+            },
+        ],
+        history_max_events=100,
     )
 
 
@@ -332,6 +362,7 @@ DEV_SERVER: dict[str, Scenario] = {
     "subpipeline": (subpipeline, run_to_end, RunStatus.COMPLETED),
     "branch_ends": (branch_ends, run_to_end, RunStatus.COMPENSATED),
     "rules_3": (rules_3, run_to_end, RunStatus.COMPLETED),
+    "history_bound": (history_bound, run_to_end, RunStatus.COMPENSATED),
 }
 # The saved history of a chain is its middle run: it resumed from a carry and handed one on.
 MIDDLE_RUN = {"continue_as_new"}

@@ -675,6 +675,7 @@ def status_of_result(result: RunResult) -> dict[str, Any]:
         "pipeline": result.pipeline,
         "status": result.status.value,
         "current_step": result.failed_step,
+        "reason": result.error,  # why a run that did not complete ended
         "verified": f"{result.verified}/{result.steps_total}",
         "degraded": result.degraded,
         "skipped": result.skipped,
@@ -761,6 +762,7 @@ async def cmd_status(args: argparse.Namespace) -> int:
             view["problem"] = problem
         elif desc.status == WorkflowExecutionStatus.CANCELED:  # no result: its history tells
             view = status_of_view(await status_from_history(session.client.client, args.id))
+            view["reason"] = "run canceled"
         else:
             view = status_of_result(await session.client.get(args.id).result())
             try:  # each step's final state (skipped, failed, compensated), from the history
@@ -783,7 +785,11 @@ async def cmd_status(args: argparse.Namespace) -> int:
         )
         if problem:
             print(problem)
-        if view.get("current_step"):
+        if view.get("reason"):
+            print(f"reason: {view['reason']}")
+        if view.get("current_step") and "reason" in view:
+            print(f"ended at step: {view['current_step']}")
+        elif view.get("current_step"):
             print(f"current step: {view['current_step']} attempt {view.get('attempt', '-')}")
         steps = view.get("steps") or []
         if len(steps) > 1 and any(s["state"] not in ("verified", "waiting") for s in steps):
@@ -792,10 +798,15 @@ async def cmd_status(args: argparse.Namespace) -> int:
                 flag = " DEGRADED" if st.get("degraded") else ""
                 print(f"  {st['name']:<20} {st['state']}{extra}{flag}")
         for review in view.get("reviews") or []:
+            from raftline.cli_runs import decide_commands
+
+            item = review.get("item_index")
             print(
-                f"review pending: {review['step']} attempt {review['attempt']} "
-                f"({review['why']}), deadline {review['deadline']}: raftline approve|reject|edit "
-                f"{view['workflow_id']} {review['step']}"
+                f"review pending: {review['step']}"
+                + (f"[{item}]" if item is not None else "")
+                + f" attempt {review['attempt']} ({review['why']}), deadline "
+                f"{review['deadline']}: "
+                + decide_commands(view["workflow_id"], review["step"], item, review["why"])
             )
         if view.get("waiting"):
             print(f"waiting: {view['waiting']}")

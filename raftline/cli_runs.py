@@ -138,9 +138,19 @@ def _review_line(r: PendingReview) -> str:
         f"{r.workflow_id} {r.pipeline} {r.step}{item} attempt {r.attempt} ({r.why}) "
         f"since {r.since:%Y-%m-%d %H:%M:%S}, deadline {r.deadline:%Y-%m-%d %H:%M:%S}"
         + (f"\n    {preview}" if preview else "")
-        + f"\n    raftline approve {r.workflow_id} {r.step} | raftline reject {r.workflow_id} "
-        f"{r.step} --hint TEXT | raftline edit {r.workflow_id} {r.step} --file PATH"
+        + "\n    "
+        + decide_commands(r.workflow_id, r.step, r.item_index, r.why)
     )
+
+
+def decide_commands(run: str, step: str, item: int | None, why: str) -> str:
+    """The commands that decide a review; a step that has not run (before) has nothing to
+    edit yet."""
+    target = f"{run} {step}" + (f" --item {item}" if item is not None else "")
+    verbs = [f"raftline approve {target}", f"raftline reject {target} --hint TEXT"]
+    if why != "before":
+        verbs.append(f"raftline edit {target} --file PATH")
+    return " | ".join(verbs)
 
 
 async def cmd_show(args: argparse.Namespace) -> int:

@@ -471,6 +471,13 @@ steps:
     assert "step 'b'" in s["error"] and "GOAL_DRIFT" in s["error"]
     assert undo.read_text(encoding="utf-8").splitlines() == ["a"]
 
+    # status of the ended run says why it ended, in text and JSON
+    proc = cli("status", s["workflow_id"], env=env)
+    assert proc.returncode == 0, (proc.stdout, proc.stderr)
+    assert "reason: step 'b'" in proc.stdout and "ended at step: b" in proc.stdout
+    st = one_json(cli("status", s["workflow_id"], "--json", env=env))
+    assert "GOAL_DRIFT" in st["reason"]
+
 
 def test_detach_returns_at_once_and_cancel(temporal_server: EmbeddedServer, tmp_path: Path) -> None:
     # A fresh task queue: no worker polls it, so the run waits until cancel comes.

@@ -205,3 +205,15 @@ async def test_fork_and_diff_from_the_cli(env: dict[str, str], tmp_path: Path) -
     refused = await acli("fork", source["workflow_id"], "--from", "nope", env=env)
     assert refused.returncode == 2 and "'nope' is not a step" in refused.stderr
     assert len(refused.stderr.strip().splitlines()) == 1
+
+
+def test_the_decide_commands_offer_what_the_review_can_take() -> None:
+    from raftline.cli_runs import decide_commands
+
+    # A step that has not run yet has no output to edit; a map item is named.
+    assert decide_commands("r1", "payout", None, "before") == (
+        "raftline approve r1 payout | raftline reject r1 payout --hint TEXT"
+    )
+    assert decide_commands("r1", "sections", 2, "always").endswith(
+        "raftline edit r1 sections --item 2 --file PATH"
+    )

@@ -117,6 +117,9 @@ def test_the_generations_differ_where_the_patch_says() -> None:
     assert not any(b"raftline-rules-3" in p for p in patch_data("3-ledger/rollback"))
     # A map too big for one history ends the run with the history-bound patch.
     assert any(b"raftline-history-bound" in p for p in patch_data("3-ledger/history_bound"))
+    # rules-3 is asked only where it and rules-2 disagree: a run whose verdicts they agree
+    # on records no marker for it.
+    assert not any(b"raftline-rules-3" in p for p in patch_data("3-ledger/history_bound"))
 
 
 def patch_data(name: str) -> list[bytes]:

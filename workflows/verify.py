@@ -26,7 +26,7 @@ from raftline.models import (
     VerifyInput,
 )
 from raftline.verifiers.llm import DEFAULT_MIN_CONFIDENCE, should_escalate
-from raftline.verifiers.rules import RULES_VERSION, check_rules
+from raftline.verifiers.rules import RULES_VERSION, OutputFacts, check_rules
 from raftline.verifiers.tiered import JudgeCall, next_tier, plan_judges, tally
 from raftline.workflows.budget import Budget
 from raftline.workflows.errors import (
@@ -50,6 +50,19 @@ RULES_ACTIVITY = "raftline.rules_v2"
 # started under rules-2 keep deciding as rules-2, so they replay the verdicts they reached.
 RULES_3_PATCH = "raftline-rules-3"
 FIRST_RETRY_S, MAX_RETRY_S = 2.0, 30.0
+
+
+def _rules_as_patched(base: VerifyInput, facts: list[OutputFacts]) -> Verdict:
+    """rules-3's verdict, unless it differs from what rules-2 decides and the run started
+    before rules-3 (no raftline-rules-3 marker): the patch is asked only where the two
+    differ, so most runs record no marker. rules-3 only adds failures, so a pass is both."""
+    verdict = check_rules(base, facts, RULES_VERSION)
+    if verdict.passed:
+        return verdict
+    old = check_rules(base, facts, "rules-2")
+    if (old.passed, old.error_class, old.reason) == (False, verdict.error_class, verdict.reason):
+        return verdict
+    return verdict if workflow.patched(RULES_3_PATCH) else old
 
 
 @dataclass
@@ -99,10 +112,10 @@ class Verifier:
         """Pure, deterministic checks: a replay recomputes the same verdict. A change to what
         they decide is a commit-loop change: a new RULES_VERSION behind workflow.patched."""
         facts = self.run.facts(base.step.name)
-        version = RULES_VERSION if workflow.patched(RULES_3_PATCH) else "rules-2"
         if len(base.output.text) <= L1_INLINE_CHARS:
-            verdict = check_rules(base, facts, version)
+            verdict = _rules_as_patched(base, facts)
         else:
+            version = RULES_VERSION if workflow.patched(RULES_3_PATCH) else "rules-2"
             params = {"facts": [f.model_dump() for f in facts], "rules_version": version}
             try:
                 verdict = await workflow.execute_local_activity(

@@ -6,7 +6,8 @@ compensation, breaker (durable cooldown) and cancel, under each generation of th
 loop (1-local-rules: L1 as a local activity and RaftStep on every attempt; 2-lean-commit:
 L1 in the workflow; 3-ledger: the DAG engine, with its own shapes: parallel branches, map,
 `when`, sub-pipelines, human review, forks, a judge that is down, a compensation that
-needs attention, continue-as-new). A change to the commit loop that would break such a run in flight
+needs attention, continue-as-new, a refusal only rules-3 catches, a map stopped by the
+history bound). A change to the commit loop that would break such a run in flight
 makes its replay fail here: guard the change with `workflow.patched`.
 """
 

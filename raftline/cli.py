@@ -26,7 +26,7 @@ from typing import Any, NoReturn
 from temporalio.api.enums.v1 import TaskQueueType
 from temporalio.client import WorkflowExecutionStatus, WorkflowQueryFailedError
 from temporalio.exceptions import CancelledError as TemporalCancelled
-from temporalio.service import RPCError, RPCStatusCode
+from temporalio.service import RPCError
 from temporalio.worker import Replayer
 
 from raftline import cli_runs
@@ -38,8 +38,8 @@ from raftline.client import (
     RunExists,
     RunHandle,
     RunNotFound,
-    RunUnavailable,
     TemporalUnreachable,
+    run_rpc_error,
 )
 from raftline.codec import DecryptionError
 from raftline.embedded import LOCAL_HOSTS, embedded_for, port_open, split_address
@@ -743,9 +743,7 @@ async def cmd_status(args: argparse.Namespace) -> int:
         try:
             desc = await raw.describe()
         except RPCError as err:
-            if err.status == RPCStatusCode.NOT_FOUND:
-                raise RunNotFound(f"no run with id {args.id!r}") from None
-            raise RunUnavailable(f"run {args.id}: {err.message}") from None
+            raise run_rpc_error(args.id, err) from None
         queues: list[str] = []
         problem: str | None = None
         if desc.status == WorkflowExecutionStatus.RUNNING:
@@ -797,9 +795,9 @@ async def cmd_status(args: argparse.Namespace) -> int:
                 extra = f" items {st['items']}" if st.get("items") else ""
                 flag = " DEGRADED" if st.get("degraded") else ""
                 print(f"  {st['name']:<20} {st['state']}{extra}{flag}")
-        for review in view.get("reviews") or []:
-            from raftline.cli_runs import decide_commands
+        from raftline.cli_runs import decide_commands
 
+        for review in view.get("reviews") or []:
             item = review.get("item_index")
             print(
                 f"review pending: {review['step']}"

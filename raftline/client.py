@@ -33,7 +33,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.converter import DataConverter, DefaultFailureConverterWithEncodedAttributes
 from temporalio.envconfig import ClientConfigProfile
 from temporalio.exceptions import ApplicationError, CancelledError, WorkflowAlreadyStartedError
-from temporalio.service import RPCError
+from temporalio.service import RPCError, RPCStatusCode
 
 from raftline.models import (
     CompensationAction,
@@ -84,6 +84,13 @@ class ConfigError(RaftlineError):
 
 class RunUnavailable(RaftlineError):
     """The run exists but its record cannot be read now (e.g. no worker to answer)."""
+
+
+def run_rpc_error(workflow_id: str, err: RPCError) -> RaftlineError:
+    """The server's refusal of a request about one run: not found, or unreadable now."""
+    if err.status == RPCStatusCode.NOT_FOUND:
+        return RunNotFound(f"no run with id {workflow_id!r}")
+    return RunUnavailable(f"run {workflow_id}: {err.message}")
 
 
 class RunExists(RaftlineError):

@@ -21,7 +21,7 @@ from temporalio.api.workflowservice.v1 import (
     GetWorkflowExecutionHistoryReverseRequest,
 )
 from temporalio.client import Client
-from temporalio.service import RPCError, RPCStatusCode
+from temporalio.service import RPCError
 from temporalio.worker import (
     ExecuteWorkflowInput,
     Interceptor,
@@ -34,7 +34,7 @@ from temporalio.worker import (
     WorkflowRunner,
 )
 
-from raftline.client import RunNotFound, RunUnavailable
+from raftline.client import RunUnavailable, run_rpc_error
 from raftline.models import StatusView
 from raftline.workflows.pipeline import VerifiedPipeline
 
@@ -125,9 +125,7 @@ async def status_from_history(client: Client, workflow_id: str) -> StatusView:
     try:
         history = await client.get_workflow_handle(workflow_id).fetch_history()
     except RPCError as err:
-        if err.status == RPCStatusCode.NOT_FOUND:
-            raise RunNotFound(f"no run with id {workflow_id!r}") from None
-        raise RunUnavailable(f"run {workflow_id}: {err.message}") from None
+        raise run_rpc_error(workflow_id, err) from None
     capture = _Capture()
     runner = _SnapshotRunner(capture)
     replayer = Replayer(
@@ -278,9 +276,7 @@ async def workflow_task_problem(client: Client, workflow_id: str) -> str | None:
     try:
         desc = await handle.describe()
     except RPCError as err:
-        if err.status == RPCStatusCode.NOT_FOUND:
-            raise RunNotFound(f"no run with id {workflow_id!r}") from None
-        raise RunUnavailable(f"run {workflow_id}: {err.message}") from None
+        raise run_rpc_error(workflow_id, err) from None
     pending = desc.raw_description.pending_workflow_task
     if desc.raw_description.HasField("pending_workflow_task") and pending.attempt <= 1:
         return None

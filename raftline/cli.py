@@ -877,8 +877,8 @@ async def cmd_replay(args: argparse.Namespace) -> int:
         handle = session.client.client.get_workflow_handle(args.id)
         try:
             history = await handle.fetch_history()
-        except RPCError as err:
-            raise RunNotFound(f"no run with id {args.id!r}") from err
+        except RPCError as err:  # not found, or the server refused: say which
+            raise run_rpc_error(args.id, err) from None
         replayer = Replayer(
             workflows=[VerifiedPipeline], data_converter=session.client.client.data_converter
         )

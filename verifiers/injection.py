@@ -325,23 +325,17 @@ def _join_parts(parts: list[str], breaks: list[str]) -> str:
     """Fragments with the line breaks between them, joined longest first where together they
     make a word the rules know; other breaks are kept."""
     known = guard_words()
-    out, i = [parts[0]], 0
-    while i < len(parts) - 1:
-        for j in range(min(len(parts) - 1, i + 6), i, -1):
-            word = "".join(parts[i : j + 1])
-            if word.lower() in known:
-                out[-1] = word
-                i = j
-                break
-        else:
-            out.append(breaks[i])
-            out.append(parts[i + 1])
-            i += 1
-            continue
-        if i < len(parts) - 1:
-            out.append(breaks[i])
-            out.append(parts[i + 1])
-            i += 1
+    out, i = [], 0
+    while i < len(parts):
+        j = next(
+            (j for j in range(min(len(parts) - 1, i + 6), i, -1)
+             if "".join(parts[i : j + 1]).lower() in known),
+            i,
+        )  # fmt: skip
+        out.append("".join(parts[i : j + 1]))
+        if j + 1 < len(parts):
+            out.append(breaks[j])
+        i = j + 1
     return "".join(out)
 
 

@@ -187,31 +187,14 @@ class Saga:
                 summary=f"compensate {step_name} · {step.compensation} · attempt {attempt}",
             )
         except ActivityError as err:
-            message = error_message(err)
-            outcome = CompensationOutcome(
-                step=step_name,
-                activity=step.compensation,
-                ok=False,
-                error=message,
-                at=workflow.now(),
-                attempt=attempt,
-                committed=committed,
-                idempotency_key=key,
-            )
-            self._record(outcome)
-            run.event(
-                EventType.COMPENSATION_FAILED,
-                step_name,
-                attempt,
-                checkpoint_seq=checkpoint_seq,
-                item=item,
-                message=message,
-            )
-            return outcome
+            error = error_message(err)
+        else:
+            error = None
         outcome = CompensationOutcome(
             step=step_name,
             activity=step.compensation,
-            ok=True,
+            ok=error is None,
+            error=error,
             at=workflow.now(),
             attempt=attempt,
             committed=committed,
@@ -219,12 +202,12 @@ class Saga:
         )
         self._record(outcome)
         run.event(
-            EventType.COMPENSATED,
+            EventType.COMPENSATED if error is None else EventType.COMPENSATION_FAILED,
             step_name,
             attempt,
             checkpoint_seq=checkpoint_seq,
             item=item,
-            message=step.compensation,
+            message=step.compensation if error is None else error,
         )
         return outcome
 

@@ -13,7 +13,7 @@ from temporalio import workflow
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError, ChildWorkflowError
 
-from raftline.models import ActivityRetry
+from raftline.models import ActivityRetry, Policy
 
 T = TypeVar("T")
 
@@ -45,7 +45,7 @@ def ending_patched() -> bool:
 HISTORY_PATCH = "raftline-history-bound"
 
 
-def history_full(policy: Any, step: str) -> str | None:
+def history_full(policy: Policy, step: str) -> str | None:
     """Why `step` may not start another item or branch now, or None."""
     info = workflow.info()
     events, size = info.get_current_history_length(), info.get_current_history_size()

@@ -33,13 +33,13 @@ from pathlib import Path
 from typing import Any
 
 from temporalio.api.enums.v1 import EventType as HistoryEvent
-from temporalio.client import Client
 
 from benchmarks.common import emit_json, machine, note, start_server, stop_server, table
 from benchmarks.overhead import plain_worker
 from benchmarks.plain import PLAIN_WORKFLOW, PlainInput, PlainResult
 from raftline.activities.registry import collect
 from raftline.client import RaftlineClient, temporal_client
+from raftline.history import chain_histories
 from raftline.models import PipelineSpec, RunResult, RunStatus, Task
 from raftline.worker import build_worker
 
@@ -71,22 +71,6 @@ def big(n: int, kb: int) -> PipelineSpec:
         for i in range(n)
     ]
     return PipelineSpec.model_validate({"name": f"scale-{n}x{kb}k", "steps": steps})
-
-
-async def chain(client: Client, workflow_id: str) -> list[Any]:
-    """The histories of every run of a continue-as-new chain, first to last."""
-    handle = client.get_workflow_handle(workflow_id)
-    first = (await handle.describe()).raw_description.workflow_execution_info
-    run_id = first.first_run_id or first.execution.run_id
-    histories = []
-    while run_id:
-        history = await client.get_workflow_handle(workflow_id, run_id=run_id).fetch_history()
-        histories.append(history)
-        last = history.events[-1]
-        run_id = ""
-        if last.event_type == HistoryEvent.EVENT_TYPE_WORKFLOW_EXECUTION_CONTINUED_AS_NEW:
-            run_id = last.workflow_execution_continued_as_new_event_attributes.new_execution_run_id
-    return histories
 
 
 def first_task_ms(history: Any) -> float:
@@ -143,7 +127,7 @@ async def measure(pipeline: PipelineSpec, label: str) -> dict[str, Any]:
             result = await handle.result()
             wall = time.monotonic() - t0
         assert result.status is RunStatus.COMPLETED, result.error
-        histories = await chain(client, handle.id)
+        histories = await chain_histories(client, handle.id)
         gaps = commit_gaps(result)
         deciles = tenths(gaps)
         first, last = deciles[0], deciles[-1]

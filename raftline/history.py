@@ -20,7 +20,7 @@ from temporalio.api.workflowservice.v1 import (
     DescribeTaskQueueRequest,
     GetWorkflowExecutionHistoryReverseRequest,
 )
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowHistory
 from temporalio.service import RPCError
 from temporalio.worker import (
     ExecuteWorkflowInput,
@@ -143,6 +143,23 @@ async def status_from_history(client: Client, workflow_id: str) -> StatusView:
             "start a worker (raftline-worker) to ask the run itself"
         )
     return capture.view
+
+
+async def chain_histories(client: Client, workflow_id: str) -> list[WorkflowHistory]:
+    """The histories of every run of a continue-as-new chain, first to last."""
+    info = (await client.get_workflow_handle(workflow_id).describe()).raw_description
+    run_id = (
+        info.workflow_execution_info.first_run_id or info.workflow_execution_info.execution.run_id
+    )
+    histories = []
+    while run_id:
+        history = await client.get_workflow_handle(workflow_id, run_id=run_id).fetch_history()
+        histories.append(history)
+        last = history.events[-1]
+        run_id = ""
+        if last.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CONTINUED_AS_NEW:
+            run_id = last.workflow_execution_continued_as_new_event_attributes.new_execution_run_id
+    return histories
 
 
 # ---------------------------------------------------------------- queues nobody polls

@@ -7,11 +7,11 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from temporalio.api.enums.v1 import EventType as HistoryEvent
 from temporalio.worker import Replayer
 
 from raftline.client import RaftlineClient
 from raftline.embedded import EmbeddedServer
+from raftline.history import chain_histories
 from raftline.models import EventType, RunStatus, Task
 from raftline.workflows.pipeline import VerifiedPipeline
 from tests.conftest import PYTHON, ROOT, cli_env, spec
@@ -33,21 +33,6 @@ def cli_result(workflow_id: str, env: dict[str, str]) -> subprocess.CompletedPro
         [PYTHON, str(ROOT / "starter.py"), "result", workflow_id, "--json"],
         env=env, capture_output=True, text=True, timeout=60,
     )  # fmt: skip
-
-
-async def run_chain(client: RaftlineClient, workflow_id: str, run_id: str) -> list[Any]:
-    """The histories of a chain of runs, following continued-as-new from the first run."""
-    histories = []
-    while run_id:
-        history = await client.client.get_workflow_handle(
-            workflow_id, run_id=run_id
-        ).fetch_history()
-        histories.append(history)
-        last = history.events[-1]
-        run_id = ""
-        if last.event_type == HistoryEvent.EVENT_TYPE_WORKFLOW_EXECUTION_CONTINUED_AS_NEW:
-            run_id = last.workflow_execution_continued_as_new_event_attributes.new_execution_run_id
-    return histories
 
 
 async def test_long_pipeline_continues_as_new_and_carries_everything(
@@ -84,7 +69,7 @@ async def test_long_pipeline_continues_as_new_and_carries_everything(
 
     # A handle names no run (it follows the chain); its first run is where the chain starts.
     assert handle._handle.run_id is None and handle._handle.first_execution_run_id
-    chain = await run_chain(worker, handle.id, handle._handle.first_execution_run_id)
+    chain = await chain_histories(worker.client, handle.id)
     assert len(chain) == 4  # steps 0-1, 2-3, 4-5, 6
     replayer = Replayer(workflows=[VerifiedPipeline], data_converter=worker.client.data_converter)
     for history in chain:  # every run of the chain replays deterministically

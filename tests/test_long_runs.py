@@ -14,12 +14,11 @@ from typing import Any
 
 import pytest_asyncio
 from temporalio import workflow
-from temporalio.api.enums.v1 import EventType as HistoryEvent
 
 from raftline.activities.registry import collect
 from raftline.client import RaftlineClient
 from raftline.embedded import EmbeddedServer
-from raftline.history import workflow_task_problem
+from raftline.history import chain_histories, workflow_task_problem
 from raftline.models import EventType, RunInput, RunResult, RunStatus, Task
 from raftline.workflows.pipeline import VerifiedPipeline
 from tests.conftest import PYTHON, ROOT, cli_env, spec
@@ -36,22 +35,6 @@ def pipeline() -> Any:
     return spec(steps, continue_as_new_after_steps=EVERY)
 
 
-async def chain(client: RaftlineClient, workflow_id: str) -> list[Any]:
-    desc = await client.client.get_workflow_handle(workflow_id).describe()
-    run_id = desc.raw_description.workflow_execution_info.first_run_id
-    histories = []
-    while run_id:
-        history = await client.client.get_workflow_handle(
-            workflow_id, run_id=run_id
-        ).fetch_history()
-        histories.append(history)
-        last = history.events[-1]
-        run_id = ""
-        if last.event_type == HistoryEvent.EVENT_TYPE_WORKFLOW_EXECUTION_CONTINUED_AS_NEW:
-            run_id = last.workflow_execution_continued_as_new_event_attributes.new_execution_run_id
-    return histories
-
-
 def carry_bytes(history: Any) -> int:
     payloads = history.events[0].workflow_execution_started_event_attributes.input.payloads
     return sum(p.ByteSize() for p in payloads)
@@ -62,7 +45,7 @@ async def test_the_carry_grows_with_the_steps_not_their_square(worker: RaftlineC
     followed = [e async for e in handle.events()]
     result = await handle.result()
     assert result.status is RunStatus.COMPLETED, result.error
-    histories = await chain(worker, handle.id)
+    histories = await chain_histories(worker.client, handle.id)
     assert len(histories) == STEPS // EVERY
     sizes = [carry_bytes(h) for h in histories]
     # Each hand-over adds EVERY checkpoints' worth (a few hundred bytes each), nothing more:

@@ -38,6 +38,7 @@ from temporalio.testing import WorkflowEnvironment  # noqa: E402
 from raftline.activities.registry import collect  # noqa: E402
 from raftline.client import RaftlineClient, temporal_client  # noqa: E402
 from raftline.embedded import EmbeddedServer, free_port  # noqa: E402
+from raftline.history import chain_histories  # noqa: E402
 from raftline.models import PipelineSpec, RunStatus, Task  # noqa: E402
 from raftline.worker import build_worker  # noqa: E402
 from tests.conftest import spec  # noqa: E402
@@ -390,18 +391,7 @@ async def record(client: Client, scenarios: dict[str, Scenario], wanted: set[str
 
 
 async def middle_run(client: Client, workflow_id: str) -> Any:
-    from temporalio.api.enums.v1 import EventType as HistoryEvent
-
-    desc = await client.get_workflow_handle(workflow_id).describe()
-    run_id = desc.raw_description.workflow_execution_info.first_run_id
-    runs = []
-    while run_id:
-        history = await client.get_workflow_handle(workflow_id, run_id=run_id).fetch_history()
-        runs.append(history)
-        last = history.events[-1]
-        run_id = ""
-        if last.event_type == HistoryEvent.EVENT_TYPE_WORKFLOW_EXECUTION_CONTINUED_AS_NEW:
-            run_id = last.workflow_execution_continued_as_new_event_attributes.new_execution_run_id
+    runs = await chain_histories(client, workflow_id)
     return runs[len(runs) // 2]
 
 

@@ -178,15 +178,26 @@ def _judge_value(value: str, *, strict: bool = True) -> Leak:
 
     `strict` (values with no distinctive prefix) also wants a digit and a letter: an
     all-letter `token: patience` is prose; a redactor still masks it (EXAMPLE)."""
+    stand_in = _stand_in(value)
+    if stand_in is not None:
+        return stand_in
+    return _strictly(value) if strict else Leak.REAL
+
+
+def _stand_in(value: str) -> Leak | None:
+    """NONE for a placeholder, EXAMPLE for a documented or sample value, else None."""
     if _documented(value):
         return Leak.EXAMPLE
     if _placeholder(value):
         return Leak.NONE
     if _example(value):
         return Leak.EXAMPLE
-    if strict and not (_DIGIT.search(value) and _LETTER.search(value)):
-        return Leak.EXAMPLE
-    return Leak.REAL
+    return None
+
+
+def _strictly(value: str) -> Leak:
+    """A value with no distinctive prefix counts only with a digit and a letter."""
+    return Leak.REAL if _DIGIT.search(value) and _LETTER.search(value) else Leak.EXAMPLE
 
 
 def _value_of(group: int | str) -> Callable[[re.Match[str]], Leak]:
@@ -252,17 +263,14 @@ def _assignment(quoted_counts: bool) -> Callable[[re.Match[str]], Leak]:
 
     def judge(m: re.Match[str]) -> Leak:
         value = m.group("secret")
-        if _documented(value):
-            return Leak.EXAMPLE
-        if _placeholder(value):
-            return Leak.NONE
-        if _example(value):
-            return Leak.EXAMPLE
+        stand_in = _stand_in(value)
+        if stand_in is not None:
+            return stand_in
         if value.isdigit():
             return Leak.NONE  # token: 4096
         if quoted_counts and m.group("q"):
             return Leak.REAL
-        return _judge_value(value)
+        return _strictly(value)
 
     return judge
 
